@@ -1,0 +1,1 @@
+"""Local stack: embedded infrastructure and the process runner behind `make up`."""

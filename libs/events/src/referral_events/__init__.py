@@ -1,0 +1,51 @@
+"""Event contracts of the referral platform: the only home of cross-service schemas."""
+
+from .attribution import AttributionModel, ReferralAttributed, ReferralRejected, RejectionReason
+from .base import EventData, catalogue, model_for, utcnow
+from .codec import MAX_EVENT_BYTES, decode, encode
+from .deadletter import EventDeadLettered
+from .envelope import Envelope, derived_id, new_event
+from .errors import (
+    EventError,
+    InvalidEnvelope,
+    InvalidEventData,
+    MalformedEvent,
+    UnknownEventType,
+    UnsupportedSchemaVersion,
+)
+from .notifications import NotificationFailed, NotificationSent
+from .registry import ProgramEntry, ReferralCodeEntry, code_key, program_key
+from .rewards import (
+    Beneficiary,
+    FraudAction,
+    FraudSignal,
+    Recipient,
+    RewardApproved,
+    RewardEvent,
+    RewardInReview,
+    RewardKind,
+    RewardPending,
+    RewardRejected,
+    RewardReversed,
+)
+from .topics import Topic, TopicRegistry
+from .tracking import (
+    ClickRecorded,
+    CodeSource,
+    ConversionRecorded,
+    ConversionReversed,
+    Customer,
+    ReversalReason,
+)
+
+__all__ = [
+    "MAX_EVENT_BYTES", "AttributionModel", "Beneficiary", "ClickRecorded", "CodeSource",
+    "ConversionRecorded", "ConversionReversed", "Customer", "Envelope", "EventData",
+    "EventDeadLettered", "EventError", "FraudAction", "FraudSignal", "InvalidEnvelope",
+    "InvalidEventData", "MalformedEvent", "NotificationFailed", "NotificationSent",
+    "ProgramEntry", "Recipient", "ReferralAttributed", "ReferralCodeEntry", "ReferralRejected",
+    "RejectionReason", "ReversalReason", "RewardApproved", "RewardEvent", "RewardInReview",
+    "RewardKind", "RewardPending", "RewardRejected", "RewardReversed", "Topic",
+    "TopicRegistry", "UnknownEventType", "UnsupportedSchemaVersion", "catalogue", "code_key",
+    "decode", "derived_id", "encode", "model_for", "new_event", "program_key", "utcnow",
+]

@@ -1,0 +1,71 @@
+"""Decisions of the attribution processor: who gets credit for a conversion, or why nobody."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from .base import Currency, EventData, Identifier, MinorUnits, ReferralCode, UtcDateTime
+from .tracking import Customer
+
+
+class AttributionModel(StrEnum):
+    LAST_CLICK = "last_click"
+    FIRST_CLICK = "first_click"
+
+
+class RejectionReason(StrEnum):
+    UNKNOWN_CODE = "unknown_code"
+    INACTIVE_CODE = "inactive_code"
+    OUTSIDE_WINDOW = "outside_window"
+    SELF_REFERRAL = "self_referral"
+    EXISTING_CUSTOMER = "existing_customer"
+    DUPLICATE = "duplicate"
+
+
+class ReferralAttributed(EventData):
+    """A conversion is credited to a referrer."""
+
+    event_type = "referral.referral.attributed"
+
+    program_id: Identifier
+    conversion_id: Identifier
+    referrer_id: Identifier
+    code: ReferralCode
+    click_id: Identifier | None = None
+    channel: str = Field(max_length=40)
+    attribution_model: AttributionModel
+    customer: Customer
+    amount: MinorUnits
+    currency: Currency
+    ip_hash: str | None = None
+    device_id: str | None = None
+    clicked_at: UtcDateTime | None = None
+    converted_at: UtcDateTime
+    click_to_conversion_seconds: float | None = Field(default=None, ge=0)
+    decided_at: UtcDateTime
+
+    def subject(self) -> str:
+        return self.conversion_id
+
+
+class ReferralRejected(EventData):
+    """A conversion is credited to nobody, with the reason."""
+
+    event_type = "referral.referral.rejected"
+
+    program_id: Identifier
+    conversion_id: Identifier
+    code: ReferralCode | None = None
+    referrer_id: Identifier | None = None
+    reason: RejectionReason
+    detail: str = Field(max_length=500)
+    channel: str | None = Field(default=None, max_length=40)
+    amount: MinorUnits
+    currency: Currency
+    converted_at: UtcDateTime
+    decided_at: UtcDateTime
+
+    def subject(self) -> str:
+        return self.conversion_id

@@ -1,0 +1,39 @@
+"""Settings every service shares. Each service subclasses with its own env prefix;
+these platform-wide fields keep their unprefixed names (``KAFKA_BOOTSTRAP_SERVERS``...)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from referral_events import TopicRegistry
+
+
+class PlatformSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    environment: Literal["local", "test", "production"] = Field(
+        "local", validation_alias="ENVIRONMENT"
+    )
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS")
+    kafka_enable_idempotence: bool = Field(
+        False,
+        validation_alias="KAFKA_ENABLE_IDEMPOTENCE",
+        description="Idempotent producer; true on Apache Kafka, false on the embedded broker.",
+    )
+    topic_prefix: str = Field("", validation_alias="TOPIC_PREFIX")
+    topic_partitions: int = Field(4, ge=1, le=256, validation_alias="TOPIC_PARTITIONS")
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+    log_format: Literal["console", "json"] = Field("console", validation_alias="LOG_FORMAT")
+
+    def topic_registry(self) -> TopicRegistry:
+        return TopicRegistry(self.topic_prefix, self.topic_partitions)
+
+
+class DatabaseSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/referrals", validation_alias="DATABASE_URL"
+    )

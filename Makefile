@@ -1,0 +1,39 @@
+# The two commands: `make up` runs the platform, `make test` runs the tests.
+# Both set themselves up on a fresh machine (Python 3.11 + pip are all they need).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := python3.11
+UV_VERSION := 0.13.8
+UV := .tools/bin/uv
+VENV := .venv
+
+.PHONY: help install up test test-fast bench lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(UV):
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.synced: $(UV) uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
+	$(UV) sync --locked --all-packages
+	@touch $@
+
+install: $(VENV)/.synced ## create .venv and install the locked packages
+
+up: install ## run the whole platform in the foreground (Ctrl-C stops it)
+	$(VENV)/bin/referral-dev up
+
+test: install ## run the whole test suite against real components
+	$(VENV)/bin/pytest
+
+test-fast: install ## unit and contract tests only (no service processes)
+	$(VENV)/bin/pytest -m "not e2e"
+
+lint: install ## ruff
+	$(VENV)/bin/ruff check libs services tests
+
+clean: ## remove local state (.data) and environments
+	rm -rf .data .venv .tools tests/artifacts

@@ -1,0 +1,32 @@
+"""Settings of the rewards service (API and worker): platform-wide ones unprefixed, its own
+under ``REWARDS_``."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+from referral_kit.settings import DatabaseSettings, PlatformSettings
+
+DEFAULT_ADMIN_TOKEN = "dev-admin-token"
+
+
+class RewardsSettings(PlatformSettings, DatabaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REWARDS_", extra="ignore", populate_by_name=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8002, ge=1, le=65535)
+    admin_token: SecretStr = Field(SecretStr(DEFAULT_ADMIN_TOKEN), validation_alias="ADMIN_TOKEN")
+    tracker_public_url: str = Field("http://127.0.0.1:8001",
+                                    description="Base of referral links: {url}/r/{code}.")
+    relay_interval_seconds: float = Field(0.5, gt=0, description="Outbox poll when not notified.")
+    scheduler_interval_seconds: float = Field(1.0, gt=0, description="Hold-period check period.")
+    pool_min_size: int = Field(1, ge=1)
+    pool_max_size: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets_in_production(self) -> RewardsSettings:
+        if (self.environment == "production"
+                and self.admin_token.get_secret_value() == DEFAULT_ADMIN_TOKEN):
+            raise ValueError("ADMIN_TOKEN still has its development default; set a long random "
+                             "secret in production.")
+        return self

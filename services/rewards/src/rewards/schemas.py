@@ -1,0 +1,179 @@
+"""Admin API schemas (Create / Update / Read families)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl, field_validator, model_validator
+
+from .holds import InvalidDuration, parse_duration
+from .rules import RewardKind
+
+Duration = Annotated[str, Field(max_length=40, examples=["P14D", "PT2S"])]
+Locale = Annotated[str, Field(pattern=r"^[a-z]{2}([-_][A-Za-z]{2})?$", examples=["en", "nl"])]
+
+
+def _duration(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_duration(value)
+        except InvalidDuration as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RewardSpec(Strict):
+    """A flat ``amount`` (minor units, or points) or a ``percent`` of the order."""
+
+    kind: RewardKind
+    amount: int | None = Field(None, ge=0, le=10**12)
+    percent: Decimal | None = Field(None, gt=0, le=100, max_digits=7, decimal_places=4)
+    max_amount: int | None = Field(None, ge=0, le=10**12)
+    expires_after: Duration | None = None
+
+    _check_expiry = field_validator("expires_after")(_duration)
+
+    @model_validator(mode="after")
+    def _amount_or_percent(self) -> RewardSpec:
+        if (self.amount is None) == (self.percent is None):
+            raise ValueError("give exactly one of amount (minor units) or percent (of the order)")
+        return self
+
+
+class Tier(Strict):
+    """From the ``from_referral``-th successful referral on, the referrer earns ``amount``."""
+
+    from_referral: int = Field(ge=1)
+    amount: int | None = Field(None, ge=0)
+    percent: Decimal | None = Field(None, gt=0, le=100)
+    bonus: int | None = Field(None, ge=0, description="One-off milestone bonus at this count.")
+
+
+class Caps(Strict):
+    per_referrer_day: int | None = Field(None, ge=0)
+    per_referrer_month: int | None = Field(None, ge=0)
+    per_referrer_lifetime: int | None = Field(None, ge=0)
+    program_budget: int | None = Field(None, ge=0)
+
+
+class ProgramFields(Strict):
+    attribution_window_days: int = Field(30, ge=1, le=3650)
+    attribution_model: Literal["last_click", "first_click"] = "last_click"
+    code_only_attribution: bool = True
+    new_customers_only: bool = True
+    hold_period: Duration = "P14D"
+    min_order_amount: int = Field(0, ge=0, le=10**12)
+    referrer_reward: RewardSpec | None = None
+    friend_reward: RewardSpec | None = None
+    tiers: list[Tier] = Field(default_factory=list, max_length=50)
+    caps: Caps = Field(default_factory=Caps)
+    fraud: dict[str, Any] = Field(default_factory=dict)
+    marketer_emails: list[EmailStr] = Field(default_factory=list, max_length=50)
+    locale: Locale = "en"
+
+    _check_hold = field_validator("hold_period")(_duration)
+
+
+class ProgramCreate(ProgramFields):
+    name: str = Field(min_length=1, max_length=200)
+    landing_url: HttpUrl
+    currency: str = Field(pattern=r"^[A-Z]{3}$", examples=["EUR"])
+
+
+class ProgramUpdate(Strict):
+    """Only the fields sent are changed."""
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    landing_url: HttpUrl | None = None
+    attribution_window_days: int | None = Field(None, ge=1, le=3650)
+    attribution_model: Literal["last_click", "first_click"] | None = None
+    code_only_attribution: bool | None = None
+    new_customers_only: bool | None = None
+    hold_period: Duration | None = None
+    min_order_amount: int | None = Field(None, ge=0, le=10**12)
+    referrer_reward: RewardSpec | None = None
+    friend_reward: RewardSpec | None = None
+    tiers: list[Tier] | None = None
+    caps: Caps | None = None
+    fraud: dict[str, Any] | None = None
+    marketer_emails: list[EmailStr] | None = None
+    locale: Locale | None = None
+    active: bool | None = None
+
+    _check_hold = field_validator("hold_period")(_duration)
+
+
+class ProgramRead(ProgramFields):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    name: str
+    landing_url: str
+    currency: str
+    active: bool
+    publishable_key: str
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProgramCreated(ProgramRead):
+    secret_key: str = Field(description="Shown once: store it; only its hash is kept.")
+
+
+class ReferrerCreate(Strict):
+    external_id: str = Field(min_length=1, max_length=200)
+    email: EmailStr
+    name: str | None = Field(None, max_length=200)
+    locale: Locale | None = None
+
+
+class ReferrerRead(BaseModel):
+    id: str
+    program_id: str
+    external_id: str
+    email: str
+    name: str | None
+    locale: str | None
+    code: str
+    referral_url: str
+    active: bool
+    created_at: datetime
+    counts: dict[str, int] = Field(default_factory=dict)
+    balance: dict[str, int] = Field(default_factory=dict)
+
+
+class FraudSignalRead(BaseModel):
+    signal: str
+    value: Any
+    threshold: Any = None
+    action: str
+
+
+class RewardRead(BaseModel):
+    id: str
+    program_id: str
+    referrer_id: str
+    beneficiary: Literal["referrer", "friend"]
+    conversion_id: str
+    kind: RewardKind
+    amount: int
+    currency: str
+    status: Literal["pending", "in_review", "approved", "rejected", "reversed"]
+    available_at: datetime
+    reason: str | None
+    channel: str | None
+    order_amount: int
+    fraud_signals: list[FraudSignalRead]
+    created_at: datetime
+    updated_at: datetime
+
+
+class RejectBody(Strict):
+    reason: str = Field(min_length=1, max_length=500)

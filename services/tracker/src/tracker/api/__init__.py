@@ -1,0 +1,1 @@
+"""HTTP entrypoints of the tracker: they translate requests, the modules above decide."""

@@ -1,0 +1,42 @@
+"""The tracker's FastAPI application, wired in one place (no I/O until the lifespan starts)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from referral_kit.http import health_router, install_problem_handlers
+
+from .api import ingest, links
+from .config import TrackerSettings
+from .runtime import TrackerRuntime
+
+
+def create_app(settings: TrackerSettings | None = None) -> FastAPI:
+    """A tracker app for ``settings`` (read from the environment when omitted). Its
+    lifespan connects to the broker in the background and disconnects on shutdown."""
+    settings = settings or TrackerSettings()
+    runtime = TrackerRuntime(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title="Referral tracker", version="0.1.0", lifespan=lifespan)
+    app.state.runtime = runtime
+    install_problem_handlers(app)
+    # Publishable keys are public and meant for shop pages on any origin; secret-key calls
+    # come from servers, which CORS does not concern.
+    app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                       allow_methods=["POST"], allow_credentials=False,
+                       allow_headers=["Content-Type", "X-Publishable-Key"])
+    app.include_router(health_router(runtime.readiness))
+    app.include_router(links.router)
+    app.include_router(ingest.router)
+    return app

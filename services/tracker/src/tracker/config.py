@@ -1,0 +1,52 @@
+"""Settings of the tracker: platform-wide ones unprefixed, its own under ``TRACKER_``."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+from referral_kit.settings import PlatformSettings
+
+DEFAULT_IP_HASH_SALT = "local-dev-salt"
+
+
+class TrackerSettings(PlatformSettings):
+    """Every default suits a laptop; production must set its own IP-hash salt."""
+
+    model_config = SettingsConfigDict(env_prefix="TRACKER_", extra="ignore", populate_by_name=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8001, ge=1, le=65535)
+    ip_hash_salt: SecretStr = SecretStr(DEFAULT_IP_HASH_SALT)
+    send_timeout_seconds: float = Field(
+        5.0, gt=0, le=120,
+        description="How long a request waits for the broker's ack before answering 503.",
+    )
+    retry_after_seconds: int = Field(
+        5, ge=1, le=3600, description="Retry-After sent with a 503 when the broker is away."
+    )
+    registry_catch_up_seconds: float = Field(
+        15.0, gt=0, description="Start-up budget to read the registry topic to its end."
+    )
+    cookie_domain: str | None = Field(
+        None, description="Domain of the referral cookies (e.g. .shop.example); host-only if unset."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description="Origins whose pages may POST /v1/clicks with a publishable key.",
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1", description="Proxies trusted for X-Forwarded-For (the client IP to hash)."
+    )
+    recent_writes: int = Field(
+        100_000, ge=0, description="Idempotency keys remembered to answer 'duplicate'."
+    )
+
+    @model_validator(mode="after")
+    def _refuse_default_salt_in_production(self) -> TrackerSettings:
+        if (self.environment == "production"
+                and self.ip_hash_salt.get_secret_value() == DEFAULT_IP_HASH_SALT):
+            raise ValueError(
+                "TRACKER_IP_HASH_SALT still has its development default; set a long random "
+                "secret in production (IP hashes would otherwise be reversible by anyone)."
+            )
+        return self

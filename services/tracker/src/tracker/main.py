@@ -1,0 +1,37 @@
+"""`tracker`: run the tracker's HTTP server (TRACKER_HOST:TRACKER_PORT, default 127.0.0.1:8001)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import uvicorn
+from pydantic import ValidationError
+from referral_kit.logs import configure_logging
+
+from .app import create_app
+from .config import TrackerSettings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="tracker", description="Referral tracker: link redirects, clicks, conversions "
+        "and reversals into Kafka. Settings come from the environment (see .env.example).")
+    parser.add_argument("command", nargs="?", choices=["serve"], default="serve",
+                        help="serve the HTTP API (the default)")
+    parser.parse_args(argv)
+    try:
+        settings = TrackerSettings()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+                             for e in exc.errors(include_url=False))
+        print(f"tracker: invalid settings: {problems}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging("tracker", level=settings.log_level, fmt=settings.log_format)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips,
+                log_config=None, access_log=False, server_header=False)
+
+
+if __name__ == "__main__":
+    main()

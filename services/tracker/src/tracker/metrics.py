@@ -1,0 +1,18 @@
+"""Prometheus metrics of the tracker (served by ``/metrics``)."""
+
+from prometheus_client import Counter, Histogram
+
+CLICKS = Counter("tracker_clicks_total", "Referral clicks recorded", ["via"])
+BOT_VISITS = Counter("tracker_bot_visits_total", "Referral-link visits by known crawlers")
+UNKNOWN_CODES = Counter("tracker_unknown_code_visits_total",
+                        "Referral-link visits for unknown or inactive codes")
+LOST_CLICKS = Counter("tracker_clicks_lost_total",
+                      "Visitors redirected although their click could not be recorded")
+CONVERSIONS = Counter("tracker_conversions_total", "Conversions received", ["status"])
+REVERSALS = Counter("tracker_reversals_total", "Reversals received", ["status"])
+PUBLISH_FAILURES = Counter("tracker_publish_failures_total",
+                           "Events the broker did not acknowledge in time", ["topic"])
+PUBLISH_SECONDS = Histogram(
+    "tracker_publish_seconds", "Time from send to the broker's acknowledgement",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)

@@ -1,0 +1,89 @@
+"""The tracker's long-lived parts, wired in one place: producer, registry view, ingest.
+
+Start-up never blocks the HTTP server: a background task connects to the broker and
+reads the registry to its end, retrying with backoff, so the process serves /healthz
+(and answers 503 elsewhere) while the broker is away, and becomes ready once it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+from referral_kit.registry_cache import RegistryCache
+
+from .config import TrackerSettings
+from .ingest import ReferralIngest
+from .publisher import EventPublisher
+from .recent import RecentWrites
+
+log = structlog.get_logger(__name__)
+
+
+class TrackerRuntime:
+    def __init__(self, settings: TrackerSettings) -> None:
+        self.settings = settings
+        self.topics = settings.topic_registry()
+        self.publisher = EventPublisher(settings, send_timeout=settings.send_timeout_seconds)
+        self.ingest = ReferralIngest(
+            publisher=self.publisher, topics=self.topics,
+            hash_salt=settings.ip_hash_salt.get_secret_value(),
+            recent=RecentWrites(settings.recent_writes),
+        )
+        self.registry: RegistryCache | None = None
+        """Set once the registry topic has been read to its end; None before."""
+        self._connector: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Begin connecting in the background; returns at once."""
+        self._connector = asyncio.create_task(self._connect(), name="tracker-connect")
+
+    async def stop(self) -> None:
+        if self._connector:
+            self._connector.cancel()
+            await asyncio.gather(self._connector, return_exceptions=True)
+        if self.registry:
+            await self.registry.stop()
+        with contextlib.suppress(Exception):
+            # Flushes what is in flight; bounded, since the broker may be gone.
+            await asyncio.wait_for(self.publisher.stop(),
+                                   self.settings.send_timeout_seconds + 5)
+
+    async def readiness(self) -> dict[str, bool]:
+        """``broker``: the producer can reach a broker; ``registry``: caught up once."""
+        return {
+            "broker": await self.publisher.reachable(),
+            "registry": self.registry is not None and self.registry.ready,
+        }
+
+    async def _connect(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                if not self.publisher.started:
+                    await self.publisher.start()
+                if self.registry is None:
+                    self.registry = await self._load_registry()
+                log.info("tracker connected", bootstrap=self.settings.kafka_bootstrap_servers,
+                         programs=len(self.registry.programs), codes=len(self.registry.codes))
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any failure here means "retry later"
+                log.warning("broker not reachable yet; retrying", error=repr(exc),
+                            retry_in=delay, bootstrap=self.settings.kafka_bootstrap_servers)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _load_registry(self) -> RegistryCache:
+        cache = RegistryCache(bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                              topic=self.topics.registry, client_id="tracker-registry")
+        try:
+            await cache.start()
+            await cache.wait_caught_up(self.settings.registry_catch_up_seconds)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await cache.stop()
+            raise
+        return cache

@@ -1,0 +1,99 @@
+"""A broker that goes away after start-up: 503 + Retry-After, never 202; then recovery.
+
+Uses a private embedded broker (the session's broker must stay up for other tests).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from referral_devstack.broker import EmbeddedBroker
+from referral_events import TopicRegistry
+from referral_kit.kafka import ensure_topics
+from tracker.app import create_app
+from tracker.config import TrackerSettings
+
+from tests.support import eventually, free_port, serve_asgi
+
+from .support import BROWSER_UA, Programme, publish_registry, random_ref
+
+LOG = Path(__file__).resolve().parents[1] / "artifacts" / "logs" / "tracker-outage-broker.log"
+
+
+@pytest.fixture
+def private_broker(kafka_component: tuple[str, bool]) -> Iterator[EmbeddedBroker]:
+    if kafka_component[1]:
+        pytest.skip("needs the embedded broker binary (an external Kafka is in use)")
+    broker = EmbeddedBroker(free_port(), log_path=LOG).start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+async def outage_tracker(private_broker: EmbeddedBroker, monkeypatch: pytest.MonkeyPatch
+                         ) -> AsyncIterator[tuple[str, Programme, TopicRegistry]]:
+    topics = TopicRegistry(random_ref("t") + ".")
+    await ensure_topics(private_broker.bootstrap, topics.all())
+    programme = Programme()
+    programme.code = random_ref("K")  # type: ignore[attr-defined]
+    await publish_registry(private_broker.bootstrap, topics, programme.entry(),
+                           programme.code_entry(programme.code))
+    for name, value in {"KAFKA_BOOTSTRAP_SERVERS": private_broker.bootstrap,
+                        "TOPIC_PREFIX": topics.prefix, "ENVIRONMENT": "test",
+                        "KAFKA_ENABLE_IDEMPOTENCE": "false",
+                        "TRACKER_SEND_TIMEOUT_SECONDS": "1",
+                        "TRACKER_RETRY_AFTER_SECONDS": "3"}.items():
+        monkeypatch.setenv(name, value)
+    async with serve_asgi(create_app(TrackerSettings())) as url:
+        async with httpx.AsyncClient(base_url=url) as probe:
+            await eventually(lambda: _status(probe, "/readyz", 200), timeout=30,
+                             message="tracker never ready on the private broker")
+        yield url, programme, topics
+
+
+async def test_broker_lost_after_start_means_503_and_recovery_means_202(
+        outage_tracker: tuple[str, Programme, TopicRegistry],
+        private_broker: EmbeddedBroker) -> None:
+    url, programme, topics = outage_tracker
+    auth = {"Authorization": f"Bearer {programme.secret_key}"}
+    body = {"conversion_id": f"order-{uuid.uuid4().hex[:8]}", "code": programme.code,
+            "customer": {"id": "c-1"}, "amount": 2500, "currency": "EUR"}
+    async with httpx.AsyncClient(base_url=url, timeout=20,
+                                 headers={"User-Agent": BROWSER_UA}) as web:
+        private_broker.stop()
+
+        refused = await web.post("/v1/conversions", json=body, headers=auth)
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["retry-after"] == "3"
+        await eventually(lambda: _status(web, "/readyz", 503),
+                         message="/readyz stayed ready without a broker")
+        # The visitor still lands on the shop, but no click id is handed out unrecorded.
+        link = await web.get(f"/r/{programme.code}")
+        assert link.status_code == 302
+        query = parse_qs(urlsplit(link.headers["location"]).query)
+        assert query["ref"] == [programme.code] and "rclid" not in query
+
+        # The broker returns (empty: memory storage); the same request now succeeds, and
+        # is "accepted", not "duplicate": the refused attempt was never counted as written.
+        private_broker.start()
+        await ensure_topics(private_broker.bootstrap, topics.all())
+
+        async def accepted() -> dict[str, str] | None:
+            response = await web.post("/v1/conversions", json=body, headers=auth)
+            return response.json() if response.status_code == 202 else None
+
+        assert await eventually(accepted, timeout=40,
+                                message="tracker never recovered") == {"status": "accepted"}
+        await eventually(lambda: _status(web, "/readyz", 200), timeout=30,
+                         message="tracker not ready again after the broker came back")
+
+
+async def _status(client: httpx.AsyncClient, path: str, status: int) -> bool:
+    return (await client.get(path)).status_code == status

@@ -1,0 +1,127 @@
+"""Turn a reward event into a localised, multipart email. Pure: no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr
+from functools import cache
+
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date
+from babel.numbers import format_currency, get_currency_precision
+from jinja2 import Environment, PackageLoader, select_autoescape
+from referral_events import (
+    RewardApproved,
+    RewardEvent,
+    RewardPending,
+    RewardRejected,
+    RewardReversed,
+    utcnow,
+)
+
+from .catalogue import LOCALES, MESSAGES
+
+_STATUS = {RewardPending: "pending", RewardApproved: "approved", RewardRejected: "rejected",
+           RewardReversed: "reversed"}
+
+
+@dataclass(frozen=True)
+class Email:
+    template: str
+    locale: str
+    recipient: str
+    subject: str
+    text: str
+    html: str
+
+
+def template_for(event: RewardEvent) -> str | None:
+    """``<beneficiary>.<status>``, or None for events nobody is emailed about (in review)."""
+    status = _STATUS.get(type(event))
+    return f"{event.beneficiary.value}.{status}" if status else None
+
+
+def choose_locale(*candidates: str | None) -> str:
+    """The first candidate we have texts for (``nl_BE`` → ``nl``), else English."""
+    for candidate in candidates:
+        if candidate:
+            language = candidate.replace("-", "_").split("_")[0].lower()
+            if language in LOCALES:
+                return language
+    return "en"
+
+
+def format_amount(amount: int, currency: str, kind: str, locale: str) -> str:
+    if kind == "points":
+        return MESSAGES[locale]["points"].format(count=f"{amount:,}".replace(",", "\u202f"))
+    digits = get_currency_precision(currency)
+    return format_currency(amount / 10**digits, currency, locale=_babel(locale))
+
+
+def format_day(moment: datetime, locale: str) -> str:
+    return format_date(moment, format="long", locale=_babel(locale))
+
+
+def plain_reason(reason: str, locale: str) -> str:
+    """A reason code (``cap_reached``, ``refund``, ``min_order_amount: …``) in plain words;
+    a reviewer's own words are kept as written."""
+    code = reason.split(":", 1)[0].strip()
+    return MESSAGES[locale].get(f"reason.{code}", reason)
+
+
+@cache
+def _babel(locale: str) -> Locale:
+    try:
+        return Locale.parse(locale)
+    except (UnknownLocaleError, ValueError):
+        return Locale.parse("en")
+
+
+@cache
+def _jinja() -> Environment:
+    return Environment(loader=PackageLoader("notifier", "templates"),
+                       autoescape=select_autoescape(["html", "html.j2"]),
+                       keep_trailing_newline=True)
+
+
+def compose(event: RewardEvent) -> Email | None:
+    """The email owed for ``event``, or None when no email is due (no address, in review)."""
+    template = template_for(event)
+    if template is None or event.recipient.email is None:
+        return None
+    locale = choose_locale(event.recipient.locale, event.program_locale)
+    texts = MESSAGES[locale]
+    values = {
+        "name": event.recipient.name or "",
+        "program": event.program_name,
+        "amount": format_amount(event.amount, event.currency, event.kind.value, locale),
+        "date": format_day(getattr(event, "available_at", event.occurred_at), locale),
+        "reason": plain_reason(getattr(event, "reason", ""), locale),
+    }
+    subject = texts[f"{template}.subject"].format(**values)
+    greeting = (texts["greeting"].format(**values) if event.recipient.name
+                else texts["greeting_anonymous"])
+    context = {"lang": locale, "subject": subject, "greeting": greeting,
+               "paragraphs": [texts[f"{template}.body"].format(**values)],
+               "footer": texts["footer"].format(**values)}
+    env = _jinja()
+    return Email(template=template, locale=locale, recipient=str(event.recipient.email),
+                 subject=subject, text=env.get_template("email.txt.j2").render(context),
+                 html=env.get_template("email.html.j2").render(context))
+
+
+def to_mime(email: Email, *, sender: str, sender_name: str, message_id: str) -> EmailMessage:
+    """A multipart/alternative message (text first, HTML preferred by readers that can)."""
+    message = EmailMessage()
+    message["From"] = formataddr((sender_name, sender))
+    message["To"] = email.recipient
+    message["Subject"] = email.subject
+    message["Date"] = format_datetime(utcnow())
+    message["Message-ID"] = message_id
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(email.text)
+    message.add_alternative(email.html, subtype="html")
+    message["Content-Language"] = email.locale  # after set_content, which drops Content-*
+    return message

@@ -35,6 +35,8 @@ SAMPLES: list[ev.EventData] = [
     ev.ReferralRejected(program_id="prg_1", conversion_id="order-2", code="NOPE",
                         reason=ev.RejectionReason.UNKNOWN_CODE, detail="no such code",
                         amount=100, currency="EUR", converted_at=NOW, decided_at=NOW),
+    ev.AttributionGraceExpired(program_id="prg_1", code="K7Q2MX", conversion_ids=["order-1"],
+                               expired_at=NOW),
     ev.RewardPending(**REWARD, available_at=NOW + timedelta(days=14)),
     ev.RewardInReview(**REWARD, fraud_signals=[SIGNAL]),
     ev.RewardApproved(**REWARD, expires_at=NOW + timedelta(days=365)),

@@ -1,6 +1,12 @@
 """Event contracts of the referral platform: the only home of cross-service schemas."""
 
-from .attribution import AttributionModel, ReferralAttributed, ReferralRejected, RejectionReason
+from .attribution import (
+    AttributionGraceExpired,
+    AttributionModel,
+    ReferralAttributed,
+    ReferralRejected,
+    RejectionReason,
+)
 from .base import EventData, catalogue, model_for, utcnow
 from .codec import MAX_EVENT_BYTES, decode, encode
 from .deadletter import EventDeadLettered
@@ -39,7 +45,7 @@ from .tracking import (
 )
 
 __all__ = [
-    "MAX_EVENT_BYTES", "AttributionModel", "Beneficiary", "ClickRecorded", "CodeSource",
+    "MAX_EVENT_BYTES", "AttributionGraceExpired", "AttributionModel", "Beneficiary", "ClickRecorded", "CodeSource",
     "ConversionRecorded", "ConversionReversed", "Customer", "Envelope", "EventData",
     "EventDeadLettered", "EventError", "FraudAction", "FraudSignal", "InvalidEnvelope",
     "InvalidEventData", "MalformedEvent", "NotificationFailed", "NotificationSent",

@@ -69,3 +69,19 @@ class ReferralRejected(EventData):
 
     def subject(self) -> str:
         return self.conversion_id
+
+
+class AttributionGraceExpired(EventData):
+    """Attribution's own control event, on the conversions topic under the code's key: the
+    grace period of conversions waiting for a late click is over, decide them now. Emitted
+    by a timer so the decision is made inside the partition's stream, like every other."""
+
+    event_type = "referral.attribution.grace_expired"
+
+    program_id: Identifier
+    code: ReferralCode
+    conversion_ids: list[Identifier] = Field(min_length=1, max_length=1000)
+    expired_at: UtcDateTime
+
+    def subject(self) -> str:
+        return self.code

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .attribution import ReferralAttributed, ReferralRejected
+from .attribution import AttributionGraceExpired, ReferralAttributed, ReferralRejected
 from .base import EventData
 from .deadletter import EventDeadLettered
 from .notifications import NotificationFailed, NotificationSent
@@ -49,7 +49,9 @@ class TopicRegistry:
             return Topic(name, key, parts, compacted, events, f"{name}.dlq")
 
         self.clicks = topic("referral.clicks", "referral code", p, (ClickRecorded,))
-        self.conversions = topic("referral.conversions", "referral code", p, (ConversionRecorded,))
+        self.conversions = topic(
+            "referral.conversions", "referral code", p, (ConversionRecorded, AttributionGraceExpired)
+        )
         self.reversals = topic(
             "referral.reversals", "program_id:conversion_id", p, (ConversionReversed,)
         )

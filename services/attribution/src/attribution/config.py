@@ -1,0 +1,31 @@
+"""Settings of the attribution processor: platform-wide ones unprefixed, its own under
+``ATTRIBUTION_``."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+from referral_kit.settings import PlatformSettings
+
+
+class AttributionSettings(PlatformSettings):
+    model_config = SettingsConfigDict(env_prefix="ATTRIBUTION_", extra="ignore",
+                                      populate_by_name=True)
+
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(8004, ge=1, le=65535,
+                          description="Health and metrics; Faust binds it even when unused.")
+    app_id: str = Field("referral-attribution",
+                        description="Faust app id: consumer group and changelog topic names.")
+    store: str = Field("memory://", description="Table store; memory:// recovers from changelogs.")
+    grace_seconds: float = Field(30.0, ge=0,
+                                 description="How long a conversion may wait for a late click.")
+    registry_catch_up_seconds: float = Field(30.0, gt=0)
+    # Short group-join timings: Faust's defaults make the first join take ~30 s.
+    broker_rebalance_timeout: float = Field(4.0, gt=0)
+    broker_session_timeout: float = Field(10.0, gt=0)
+    broker_heartbeat_interval: float = Field(1.0, gt=0)
+
+    @property
+    def faust_id(self) -> str:
+        return f"{self.topic_prefix}{self.app_id}"

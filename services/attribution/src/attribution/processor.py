@@ -1,0 +1,161 @@
+"""The per-event logic of the attribution agent, independent of Faust's wiring.
+
+Clicks extend the code's click log; conversions are decided with :func:`rules.decide` and the
+decision is emitted with an id derived from (programme, conversion), so a replay after a crash
+re-emits the same decision, which rewards recognises as a duplicate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from prometheus_client import Counter, Histogram
+from referral_events import (
+    AttributionGraceExpired,
+    ClickRecorded,
+    ConversionRecorded,
+    Envelope,
+    ReferralAttributed,
+    ReferralRejected,
+    RejectionReason,
+    decode,
+    derived_id,
+    encode,
+    new_event,
+    utcnow,
+)
+from referral_kit.registry_cache import RegistryCache
+
+from .rules import Click, decide, remember_click
+
+log = structlog.get_logger(__name__)
+SOURCE = "attribution"
+DECISIONS = Counter("attribution_decisions_total", "Attribution decisions", ["outcome", "reason"])
+WAITING = Counter("attribution_conversions_held_total",
+                  "Conversions held back for a late click (grace buffer)")
+CLICK_DELAY = Histogram("attribution_click_to_conversion_seconds", "Click to conversion delay",
+                        buckets=(60, 600, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400))
+
+Emit = Callable[[str, Envelope[Any]], Awaitable[None]]
+
+
+class AttributionProcessor:
+    """Tables (code-keyed mappings, so each lives in its code's partition):
+    ``clicks`` code → click log; ``decided`` programme:conversion → deciding event id;
+    ``waiting`` code → conversions held back for a late click, with their deadline."""
+
+    def __init__(self, *, registry: RegistryCache, clicks: MutableMapping[str, Any],
+                 decided: MutableMapping[str, Any], waiting: MutableMapping[str, Any],
+                 emit: Emit, grace_seconds: float) -> None:
+        self._registry, self._clicks, self._decided = registry, clicks, decided
+        self._waiting, self._emit = waiting, emit
+        self._grace = timedelta(seconds=grace_seconds)
+
+    async def on_click(self, click: ClickRecorded) -> None:
+        program = self._registry.program(click.program_id)
+        window = program.attribution_window_days if program else 30
+        log_ = [_click_from(c) for c in self._clicks.get(click.code) or []]
+        updated = remember_click(log_, Click(click.click_id, click.occurred_at, click.channel),
+                                 window_days=window, now=utcnow())
+        self._clicks[click.code] = [_click_to(c) for c in updated]
+        held = self._waiting.get(click.code) or []
+        if held:  # conversions that were waiting for a click of this code: decide them again
+            self._waiting[click.code] = []
+            for entry in held:
+                await self.on_conversion(decode(entry["envelope"]),
+                                         deadline=datetime.fromisoformat(entry["deadline"]))
+
+    async def on_grace_expired(self, expiry: AttributionGraceExpired) -> None:
+        """Decide the held conversions named by ``expiry`` whose grace is over."""
+        now = utcnow()
+        held = self._waiting.get(expiry.code) or []
+        due = [e for e in held if e["conversion_id"] in expiry.conversion_ids
+               and datetime.fromisoformat(e["deadline"]) <= now]
+        if not due:
+            return
+        self._waiting[expiry.code] = [e for e in held if e not in due]
+        for entry in due:
+            await self.on_conversion(decode(entry["envelope"]), grace_over=True)
+
+    def expired(self, now: datetime) -> list[tuple[str, str, list[str]]]:
+        """(programme, code, conversion ids) whose grace is over, from local partitions."""
+        out: dict[tuple[str, str], list[str]] = {}
+        for code, held in list(self._waiting.items()):
+            for entry in held or []:
+                if datetime.fromisoformat(entry["deadline"]) <= now:
+                    out.setdefault((entry["program_id"], code), []).append(entry["conversion_id"])
+        return [(program, code, ids) for (program, code), ids in out.items()]
+
+    async def on_conversion(self, envelope: Envelope[Any], *, grace_over: bool = False,
+                            deadline: datetime | None = None) -> None:
+        conversion: ConversionRecorded = envelope.data
+        key = f"{conversion.program_id}:{conversion.conversion_id}"
+        code = self._registry.code(conversion.code)
+        if code is None:  # the code may be seconds old: read the registry to its end once
+            await self._registry.wait_caught_up()
+            code = self._registry.code(conversion.code)
+        program = self._registry.program(conversion.program_id)
+        previous = self._decided.get(key)
+        duplicate = previous is not None and previous != envelope.id
+        decision = decide(conversion=conversion, code=code, program=program,
+                          clicks=[_click_from(c) for c in self._clicks.get(conversion.code) or []],
+                          already_decided=duplicate, grace_over=grace_over)
+        now = utcnow()
+        if decision.awaits_click and not grace_over:
+            self._hold(envelope, deadline or now + self._grace)
+            self._decided[key] = envelope.id
+            return
+        if decision.attributed:
+            assert code is not None and program is not None
+            click = decision.click
+            delay = (conversion.occurred_at - click.clicked_at).total_seconds() if click else None
+            data: Any = ReferralAttributed(
+                program_id=conversion.program_id, conversion_id=conversion.conversion_id,
+                referrer_id=code.referrer_id, code=conversion.code,
+                click_id=click.click_id if click else None, channel=decision.channel or "code",
+                attribution_model=program.attribution_model, customer=conversion.customer,
+                amount=conversion.amount, currency=conversion.currency,
+                ip_hash=conversion.ip_hash, device_id=conversion.device_id,
+                clicked_at=click.clicked_at if click else None,
+                converted_at=conversion.occurred_at,
+                click_to_conversion_seconds=max(delay, 0.0) if delay is not None else None,
+                decided_at=now)
+            if delay is not None:
+                CLICK_DELAY.observe(max(delay, 0.0))
+        else:
+            assert decision.reason is not None
+            data = ReferralRejected(
+                program_id=conversion.program_id, conversion_id=conversion.conversion_id,
+                code=conversion.code, referrer_id=code.referrer_id if code else None,
+                reason=decision.reason, detail=decision.detail, amount=conversion.amount,
+                currency=conversion.currency, converted_at=conversion.occurred_at,
+                decided_at=now)
+        if decision.reason is RejectionReason.DUPLICATE:
+            event_id = derived_id("attribution-duplicate", key, envelope.id)
+        else:
+            event_id = derived_id("attribution", conversion.program_id, conversion.conversion_id)
+            self._decided[key] = envelope.id
+        DECISIONS.labels("attributed" if decision.attributed else "rejected",
+                         decision.reason.value if decision.reason else "").inc()
+        await self._emit(conversion.code, new_event(data, source=SOURCE, id=event_id))
+
+    def _hold(self, envelope: Envelope[Any], deadline: datetime) -> None:
+        conversion: ConversionRecorded = envelope.data
+        held = [e for e in self._waiting.get(conversion.code) or [] if e["id"] != envelope.id]
+        held.append({"id": envelope.id, "conversion_id": conversion.conversion_id,
+                     "program_id": conversion.program_id, "deadline": deadline.isoformat(),
+                     "envelope": encode(envelope).decode()})
+        self._waiting[conversion.code] = held
+        WAITING.inc()
+
+
+def _click_to(click: Click) -> dict[str, str]:
+    return {"click_id": click.click_id, "clicked_at": click.clicked_at.isoformat(),
+            "channel": click.channel}
+
+
+def _click_from(raw: dict[str, str]) -> Click:
+    return Click(raw["click_id"], datetime.fromisoformat(raw["clicked_at"]), raw["channel"])

@@ -97,3 +97,25 @@ async def test_unknown_ids_are_404_problems(admin) -> None:
     response = await admin.post("/v1/programs/prg_nope/referrers",
                                 json={"external_id": "x", "email": "x@example.com"})
     assert response.status_code == 404
+
+
+async def test_patch_changes_only_what_is_sent(admin) -> None:
+    program = (await admin.post("/v1/programs", json={
+        **PROGRAM, "friend_reward": {"kind": "discount", "percent": 10}})).json()
+    url = f"/v1/programs/{program['id']}"
+    refused = await admin.patch(url, json={"name": None})
+    assert refused.status_code == 422 and refused.json()["field"] == "name"
+    cleared = await admin.patch(url, json={"friend_reward": None, "active": False})
+    assert cleared.status_code == 200, cleared.text
+    body = cleared.json()
+    assert (body["friend_reward"], body["active"], body["name"]) == (None, False, "Shop")
+    assert body["referrer_reward"]["amount"] == 1000
+    assert (await admin.patch("/v1/programs/prg_nope", json={"name": "x"})).status_code == 404
+
+
+async def test_openapi_documents_auth_and_problems(admin) -> None:
+    spec = (await admin.get("/openapi.json")).json()
+    create = spec["paths"]["/v1/programs"]["post"]
+    assert {"201", "401", "422"} <= set(create["responses"])
+    assert create["security"] and "HTTPBearer" in spec["components"]["securitySchemes"]
+    assert "409" in spec["paths"]["/v1/rewards/{reward_id}/approve"]["post"]["responses"]

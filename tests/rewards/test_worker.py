@@ -144,7 +144,7 @@ async def test_manual_review_actions(stack, kafka_bootstrap, topics):
 
 async def test_rejections_are_recorded_and_poison_is_dead_lettered(stack, kafka_bootstrap,
                                                                     topics, database_url):
-    program, referrer = await _programme(stack)
+    program, _ = await _programme(stack)
     now = utcnow()
     rejected = new_event(ReferralRejected(
         program_id=program["id"], conversion_id="order-x", code="NOPE",

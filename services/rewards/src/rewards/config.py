@@ -7,7 +7,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 from referral_kit.settings import DatabaseSettings, PlatformSettings
 
-DEFAULT_ADMIN_TOKEN = "dev-admin-token"
+DEFAULT_ADMIN_TOKEN = "dev-admin-token"  # noqa: S105 - the documented local default, refused in production
 
 
 class RewardsSettings(PlatformSettings, DatabaseSettings):
@@ -20,6 +20,8 @@ class RewardsSettings(PlatformSettings, DatabaseSettings):
                                     description="Base of referral links: {url}/r/{code}.")
     relay_interval_seconds: float = Field(0.5, gt=0, description="Outbox poll when not notified.")
     scheduler_interval_seconds: float = Field(1.0, gt=0, description="Hold-period check period.")
+    outbox_retention_hours: float = Field(168, gt=0,
+                                          description="Published outbox rows kept this long.")
     pool_min_size: int = Field(1, ge=1)
     pool_max_size: int = Field(10, ge=1)
 

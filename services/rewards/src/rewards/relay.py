@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Callable
+from datetime import timedelta
 
 import asyncpg
 import structlog
@@ -20,15 +23,24 @@ from .outbox import CHANNEL
 
 log = structlog.get_logger(__name__)
 PUBLISHED = Counter("rewards_outbox_published_total", "Outbox rows published")
-BACKLOG = Gauge("rewards_outbox_backlog", "Outbox rows not yet published (last seen)")
+BACKLOG = Gauge("rewards_outbox_backlog", "Outbox rows not yet published (seen by the relay)")
 _LOCK = "hashtext('rewards-outbox-relay')"
 
 
 class OutboxRelay:
-    def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer, *,
-                 interval: float = 0.5, batch: int = 500) -> None:
-        self._pool, self._producer = pool, producer
-        self._interval, self._batch = interval, batch
+    """Give it a started ``producer`` it shares with others, or a ``producer_factory``: then
+    the relay connects (and reconnects) on its own, so the process serves while the broker is
+    away and catches up when it returns; the outbox keeps everything meanwhile."""
+
+    def __init__(self, pool: asyncpg.Pool, *, producer: AIOKafkaProducer | None = None,
+                 producer_factory: Callable[[], AIOKafkaProducer] | None = None,
+                 interval: float = 0.5, batch: int = 500,
+                 retention: timedelta = timedelta(days=7)) -> None:
+        if (producer is None) == (producer_factory is None):
+            raise ValueError("give exactly one of producer or producer_factory")
+        self._pool, self._producer, self._factory = pool, producer, producer_factory
+        self._interval, self._batch, self._retention = interval, batch, retention
+        self._next_prune = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncpg.Connection | None = None
@@ -46,9 +58,27 @@ class OutboxRelay:
             with contextlib.suppress(Exception):
                 await self._listener.remove_listener(CHANNEL, self._notified)
             await self._pool.release(self._listener)
+        if self._factory is not None and self._producer is not None:
+            await self._producer.stop()
+
+    @property
+    def connected(self) -> bool:
+        return self._producer is not None
 
     def _notified(self, *_: object) -> None:
         self._wake.set()
+
+    async def _connect(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            assert self._factory is not None
+            producer = self._factory()
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
+            self._producer = producer
+        return self._producer
 
     async def _run(self) -> None:
         while True:
@@ -66,20 +96,27 @@ class OutboxRelay:
 
     async def publish_once(self) -> int:
         """Publish one batch if this process holds the relay lock; returns rows published."""
+        producer = await self._connect()
         async with self._pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval(f"SELECT pg_try_advisory_xact_lock({_LOCK})"):
                 return 0
             rows = await conn.fetch(
                 "SELECT id, topic, key, value FROM outbox WHERE published_at IS NULL "
                 "ORDER BY id LIMIT $1", self._batch)
-            if not rows:
-                BACKLOG.set(0)
-                return 0
-            deliveries = [await self._producer.send(r["topic"], r["value"], key=r["key"].encode())
-                          for r in rows]
-            await asyncio.gather(*deliveries)
-            await conn.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-                               [r["id"] for r in rows])
-            PUBLISHED.inc(len(rows))
-            BACKLOG.set(max(0, len(rows) - self._batch))
+            if rows:
+                # Queue the whole batch, then wait for every ack: order is kept per partition.
+                deliveries = [await producer.send(r["topic"], r["value"], key=r["key"].encode())
+                              for r in rows]
+                await asyncio.gather(*deliveries)
+                await conn.execute(
+                    "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                    [r["id"] for r in rows])
+                PUBLISHED.inc(len(rows))
+            BACKLOG.set(await conn.fetchval(
+                "SELECT count(*) FROM outbox WHERE published_at IS NULL"))
+            if time.monotonic() >= self._next_prune:
+                # Published rows are only kept for inspection; the topics are the record.
+                self._next_prune = time.monotonic() + 60
+                await conn.execute("DELETE FROM outbox WHERE published_at < now() - $1::interval",
+                                   self._retention)
             return len(rows)

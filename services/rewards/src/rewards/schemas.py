@@ -6,7 +6,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    HttpUrl,
+    field_validator,
+    model_validator,
+)
 
 from .holds import InvalidDuration, parse_duration
 from .rules import RewardKind
@@ -108,6 +116,17 @@ class ProgramUpdate(Strict):
 
     _check_hold = field_validator("hold_period")(_duration)
 
+    @field_validator("name", "landing_url", "attribution_window_days", "attribution_model",
+                     "code_only_attribution", "new_customers_only", "hold_period",
+                     "min_order_amount", "tiers", "caps", "fraud", "marketer_emails", "locale",
+                     "active", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # Only the reward specs may be cleared with null; other fields are always set.
+        if value is None:
+            raise ValueError("may not be null; omit the field to keep its current value")
+        return value
+
 
 class ProgramRead(ProgramFields):
     model_config = ConfigDict(extra="ignore")
@@ -177,3 +196,13 @@ class RewardRead(BaseModel):
 
 class RejectBody(Strict):
     reason: str = Field(min_length=1, max_length=500)
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every error of the API is answered."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str = Field(description="What went wrong and how to fix it.")
+    field: str | None = Field(None, description="The request field at fault, when one is.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 from referral_kit.http import health_router, install_problem_handlers
@@ -27,15 +28,18 @@ def create_app(settings: RewardsSettings | None = None) -> FastAPI:
         app.state.pool = await create_pool(settings.database_url,
                                            min_size=settings.pool_min_size,
                                            max_size=settings.pool_max_size)
-        producer = make_producer(settings, client_id="rewards-api")
-        await producer.start()
-        relay = OutboxRelay(app.state.pool, producer, interval=settings.relay_interval_seconds)
+        # The relay connects to the broker on its own: the admin API keeps answering while
+        # the broker is away, and the outbox holds the changes until it returns.
+        relay = OutboxRelay(app.state.pool,
+                            producer_factory=lambda: make_producer(settings,
+                                                                   client_id="rewards-api"),
+                            interval=settings.relay_interval_seconds,
+                            retention=timedelta(hours=settings.outbox_retention_hours))
         await relay.start()
         try:
             yield
         finally:
             await relay.stop()
-            await producer.stop()
             await app.state.pool.close()
 
     app = FastAPI(title="Referral rewards: admin API", version="0.1.0", lifespan=lifespan,
@@ -49,7 +53,7 @@ def create_app(settings: RewardsSettings | None = None) -> FastAPI:
         try:
             async with app.state.pool.acquire(timeout=2) as conn:
                 return {"database": await conn.fetchval("SELECT true")}
-        except Exception:  # noqa: BLE001 - not ready is the answer
+        except Exception:
             return {"database": False}
 
     app.include_router(health_router(readiness))

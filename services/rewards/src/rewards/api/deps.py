@@ -13,6 +13,7 @@ from referral_events import TopicRegistry
 from referral_kit.http import ProblemError
 
 from ..config import RewardsSettings
+from ..schemas import Problem
 
 _bearer = HTTPBearer(auto_error=False, description="ADMIN_TOKEN")
 
@@ -49,3 +50,10 @@ Conn = Annotated[asyncpg.Connection, Depends(get_conn)]
 Topics = Annotated[TopicRegistry, Depends(get_topics)]
 Settings = Annotated[RewardsSettings, Depends(get_settings)]
 Admin = [Depends(require_admin)]
+
+_PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
+PROBLEMS: dict[int | str, dict[str, object]] = {
+    401: {**_PROBLEM, "description": "Missing or wrong admin token"},
+    404: {**_PROBLEM, "description": "No such programme, referrer or reward"},
+    422: {**_PROBLEM, "description": "Invalid request; `field` names the culprit"},
+}

@@ -16,9 +16,10 @@ from ..schemas import (
     ReferrerCreate,
     ReferrerRead,
 )
-from .deps import Admin, Conn, Settings, Topics
+from .deps import PROBLEMS, Admin, Conn, Settings, Topics
 
-router = APIRouter(prefix="/v1", dependencies=Admin, tags=["programmes"])
+router = APIRouter(prefix="/v1", dependencies=Admin, responses=PROBLEMS,
+                   tags=["programmes"])
 
 
 def _not_found(what: str, ident: str) -> ProblemError:

@@ -10,9 +10,12 @@ from referral_kit.http import ProblemError
 
 from .. import lifecycle
 from ..schemas import RejectBody, RewardRead
-from .deps import Admin, Conn, Topics
+from .deps import PROBLEMS, Admin, Conn, Topics
 
-router = APIRouter(prefix="/v1", dependencies=Admin, tags=["rewards"])
+router = APIRouter(prefix="/v1", dependencies=Admin, responses=PROBLEMS,
+                   tags=["rewards"])
+CONFLICT: dict[int | str, dict[str, object]] = {
+    409: {**PROBLEMS[404], "description": "The reward's status does not allow the change"}}
 Status = Literal["pending", "in_review", "approved", "rejected", "reversed"]
 
 
@@ -25,7 +28,8 @@ async def list_rewards(
     program_id: str, conn: Conn,
     status: Status | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    created_before: datetime | None = Query(None, description="Page: created before this time."),
+    created_before: Annotated[datetime | None,
+                              Query(description="Page: created before this time.")] = None,
 ) -> list[RewardRead]:
     """Rewards of a programme, newest first, optionally of one status."""
     if not await conn.fetchval("SELECT true FROM programs WHERE id = $1", program_id):
@@ -50,13 +54,13 @@ async def _transition(conn: Any, action: Any, reward_id: str, **kwargs: Any) -> 
     return _reward(row)
 
 
-@router.post("/rewards/{reward_id}/approve", response_model=RewardRead)
+@router.post("/rewards/{reward_id}/approve", response_model=RewardRead, responses=CONFLICT)
 async def approve_reward(reward_id: str, conn: Conn, topics: Topics) -> RewardRead:
     """Approve a pending or in-review reward now (writes the ledger credit)."""
     return await _transition(conn, lambda c, **kw: lifecycle.approve(c, topics, **kw), reward_id)
 
 
-@router.post("/rewards/{reward_id}/reject", response_model=RewardRead)
+@router.post("/rewards/{reward_id}/reject", response_model=RewardRead, responses=CONFLICT)
 async def reject_reward(reward_id: str, body: RejectBody, conn: Conn, topics: Topics
                         ) -> RewardRead:
     """Reject a pending or in-review reward with a reason the beneficiary will read."""

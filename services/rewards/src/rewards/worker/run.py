@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from datetime import timedelta
 
 import structlog
 from referral_kit.consuming import EventConsumer
@@ -21,32 +22,33 @@ log = structlog.get_logger(__name__)
 
 
 async def run_worker(settings: RewardsSettings, stop: asyncio.Event | None = None) -> None:
-    """Run until ``stop`` is set (or SIGTERM/SIGINT when run as a process)."""
+    """Run until ``stop`` is set (or SIGTERM/SIGINT when run as a process). Replicas share
+    the attribution partitions through the consumer group; the scheduler and the relay are
+    safe to run in every replica (row locks and an advisory lock divide the work)."""
     stop = stop or _stop_on_signals()
     topics = settings.topic_registry()
+    group_id = f"{settings.topic_prefix}rewards-worker"
     await migrate(settings.database_url, schema=SCHEMA, package="rewards")
     await ensure_topics(settings.kafka_bootstrap_servers, topics.all())
-    pool = await create_pool(settings.database_url, min_size=settings.pool_min_size,
-                             max_size=settings.pool_max_size)
-    producer = make_producer(settings, client_id="rewards-worker")
-    await producer.start()
-    consumer = EventConsumer(settings=settings, topics=[topics.attributions],
-                             group_id=f"{settings.topic_prefix}rewards-worker", name=CONSUMER,
-                             handler=DecisionHandler(pool, topics), producer=producer)
-    relay = OutboxRelay(pool, producer, interval=settings.relay_interval_seconds)
-    scheduler = HoldScheduler(pool, topics, interval=settings.scheduler_interval_seconds)
-    try:
-        await relay.start()
-        await scheduler.start()
-        await consumer.start()
-        log.info("rewards worker running", group=f"{settings.topic_prefix}rewards-worker")
+    async with contextlib.AsyncExitStack() as running:
+        pool = await create_pool(settings.database_url, min_size=settings.pool_min_size,
+                                 max_size=settings.pool_max_size)
+        running.push_async_callback(pool.close)
+        producer = make_producer(settings, client_id="rewards-worker")
+        running.push_async_callback(producer.stop)  # stopped last: the others send with it
+        await producer.start()
+        relay = OutboxRelay(pool, producer=producer, interval=settings.relay_interval_seconds,
+                            retention=timedelta(hours=settings.outbox_retention_hours))
+        scheduler = HoldScheduler(pool, topics, interval=settings.scheduler_interval_seconds)
+        consumer = EventConsumer(settings=settings, topics=[topics.attributions],
+                                 group_id=group_id, name=CONSUMER,
+                                 handler=DecisionHandler(pool, topics), producer=producer)
+        for part in (relay, scheduler, consumer):
+            running.push_async_callback(part.stop)
+            await part.start()
+        log.info("rewards worker running", group=group_id)
         await stop.wait()
-    finally:
-        for part in (consumer, scheduler, relay):
-            with contextlib.suppress(Exception):
-                await part.stop()
-        await producer.stop()
-        await pool.close()
+        log.info("rewards worker stopping")
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -102,3 +102,22 @@ def test_mime_is_multipart_text_and_html() -> None:
 def test_html_escapes_names() -> None:
     email = compose(_event(RewardApproved, name="<script>x</script>"))
     assert "<script>" not in email.html and "&lt;script&gt;" in email.html
+
+
+def test_one_click_unsubscribe_headers_when_a_link_is_given() -> None:
+    email = compose(_event(RewardPending))
+    plain = to_mime(email, sender="r@shop.example", sender_name="Shop", message_id="<x@s>")
+    assert plain["List-Unsubscribe"] is None
+    url = "https://notify.shop.example/u/prg_1/abc.sig"
+    message = to_mime(email, sender="r@shop.example", sender_name="Shop", message_id="<x@s>",
+                      unsubscribe_url=url)
+    assert message["List-Unsubscribe"] == f"<{url}>"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"  # RFC 8058
+
+
+@pytest.mark.parametrize(("locale", "day"), [
+    ("en", "December 6, 2026"), ("nl", "6 december 2026"), ("da", "6. december 2026"),
+    ("it", "6 dicembre 2026")])
+def test_the_hold_end_is_written_as_the_locale_writes_dates(locale, day) -> None:
+    email = compose(_event(RewardPending, locale=locale))
+    assert day in email.subject and day in email.text and day in email.html

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import asyncpg
 from fastapi import FastAPI
@@ -15,17 +15,23 @@ from referral_kit.migrations import migrate
 
 from .config import NotifierSettings
 from .delivery import Delivery
+from .notifications import NotificationStore
+from .outcomes import OutcomeAnnouncer
 from .smtp import SmtpSender
+from .supervision import SupervisedConsumer
 
 SCHEMA = "notifier"
 
 
-async def _init(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads,
-                              schema="pg_catalog")
+def _smtp_sender(settings: NotifierSettings) -> SmtpSender:
+    password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
+    return SmtpSender(settings.smtp_host, settings.smtp_port,
+                      timeout=settings.smtp_timeout_seconds, starttls=settings.smtp_starttls,
+                      username=settings.smtp_username, password=password)
 
 
 def create_app(settings: NotifierSettings | None = None) -> FastAPI:
+    """The notifier as an ASGI app; its lifespan migrates, then runs the reward consumer."""
     settings = settings or NotifierSettings()
     topics = settings.topic_registry()
     state: dict[str, object] = {}
@@ -34,28 +40,30 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await migrate(settings.database_url, schema=SCHEMA, package="notifier")
         await ensure_topics(settings.kafka_bootstrap_servers, topics.all())
-        pool = await asyncpg.create_pool(
-            settings.database_url, min_size=1, max_size=5, init=_init,
-            server_settings={"search_path": f"{SCHEMA},public", "application_name": "notifier"})
-        producer = make_producer(settings, client_id="notifier")
-        await producer.start()
-        sender = SmtpSender(settings.smtp_host, settings.smtp_port,
-                            timeout=settings.smtp_timeout_seconds)
-        delivery = Delivery(pool=pool, sender=sender, producer=producer, topics=topics,
-                            settings=settings)
-        consumer = EventConsumer(settings=settings, topics=[topics.rewards],
-                                 group_id=f"{settings.topic_prefix}notifier", name="notifier",
-                                 handler=delivery, producer=producer,
-                                 max_backoff_s=settings.retry_max_backoff_seconds)
-        await consumer.start()
-        state.update(pool=pool, consumer=consumer)
-        try:
+        async with AsyncExitStack() as stack:  # unwinds whatever started, in reverse order
+            pool = await asyncpg.create_pool(
+                settings.database_url, min_size=1, max_size=5,
+                server_settings={"search_path": f"{SCHEMA},public",
+                                 "application_name": "notifier"})
+            stack.push_async_callback(pool.close)
+            producer = make_producer(settings, client_id="notifier")
+            await producer.start()
+            stack.push_async_callback(producer.stop)
+            sender = _smtp_sender(settings)
+            stack.push_async_callback(sender.close)
+            delivery = Delivery(store=NotificationStore(pool), sender=sender,
+                                announcer=OutcomeAnnouncer(producer, topics.notifications),
+                                settings=settings)
+            consumer = SupervisedConsumer(lambda: EventConsumer(
+                settings=settings, topics=[topics.rewards],
+                group_id=f"{settings.topic_prefix}notifier", name="notifier",
+                handler=delivery, producer=producer,
+                max_backoff_s=settings.retry_max_backoff_seconds))
+            await consumer.start()
+            stack.push_async_callback(consumer.stop)
+            state.update(pool=pool, consumer=consumer)
+            stack.callback(state.clear)  # first thing on shutdown: stop answering ready
             yield
-        finally:
-            await consumer.stop()
-            await sender.close()
-            await producer.stop()
-            await pool.close()
 
     app = FastAPI(title="Referral notifier", version="0.1.0", lifespan=lifespan)
     install_problem_handlers(app)
@@ -65,12 +73,10 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         pool = state.get("pool")
         consumer = state.get("consumer")
         if isinstance(pool, asyncpg.Pool):
-            try:
+            with contextlib.suppress(Exception):  # an error is a "not ready"
                 async with pool.acquire(timeout=2) as conn:
                     checks["database"] = bool(await conn.fetchval("SELECT true"))
-            except Exception:  # noqa: BLE001 - not ready is the answer
-                pass
-        if isinstance(consumer, EventConsumer):
+        if isinstance(consumer, SupervisedConsumer):
             checks["consumer"] = consumer.running
         return checks
 

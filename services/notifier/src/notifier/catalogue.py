@@ -12,7 +12,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "en": {
         "greeting": "Hi {name},",
         "greeting_anonymous": "Hi,",
-        "referrer.pending.subject": "Your {program} referral converted: {amount} pending until {date}",
+        "referrer.pending.subject": "Your {program} referral converted: {amount} pending "
+                                    "until {date}",
         "referrer.pending.body": "Good news: someone you referred to {program} just placed an "
                                  "order. Your reward of {amount} is pending until {date}; after "
                                  "that it becomes available to you.",
@@ -22,7 +23,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "referrer.rejected.body": "We could not approve your reward of {amount}: {reason}.",
         "referrer.reversed.subject": "Your referral reward from {program} was reversed",
         "referrer.reversed.body": "Your reward of {amount} was reversed: {reason}.",
-        "friend.pending.subject": "Welcome to {program}: your {amount} reward is pending until {date}",
+        "friend.pending.subject": "Welcome to {program}: your {amount} reward is pending "
+                                  "until {date}",
         "friend.pending.body": "Thank you for joining {program} through a friend's referral. Your "
                                "reward of {amount} is pending until {date}.",
         "friend.approved.subject": "Your {amount} welcome reward from {program} is available",
@@ -47,8 +49,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "referrer.pending.subject": "Je doorverwijzing bij {program} is omgezet: {amount} in "
                                     "afwachting tot {date}",
         "referrer.pending.body": "Goed nieuws: iemand die je naar {program} hebt doorverwezen, "
-                                 "heeft zojuist een bestelling geplaatst. Je beloning van {amount} "
-                                 "staat in afwachting tot {date}; daarna is ze voor je beschikbaar.",
+                                 "heeft zojuist een bestelling geplaatst. Je beloning van "
+                                 "{amount} staat in afwachting tot {date}; daarna is ze voor je "
+                                 "beschikbaar.",
         "referrer.approved.subject": "Je beloning van {amount} van {program} is beschikbaar",
         "referrer.approved.body": "Je beloning van {amount} van {program} is nu beschikbaar.",
         "referrer.rejected.subject": "Je beloning van {program} is niet goedgekeurd",
@@ -59,7 +62,8 @@ MESSAGES: dict[str, dict[str, str]] = {
                                   "afwachting tot {date}",
         "friend.pending.body": "Bedankt dat je via een vriend bij {program} bent gekomen. Je "
                                "beloning van {amount} staat in afwachting tot {date}.",
-        "friend.approved.subject": "Je welkomstbeloning van {amount} van {program} is beschikbaar",
+        "friend.approved.subject": "Je welkomstbeloning van {amount} van {program} is "
+                                   "beschikbaar",
         "friend.approved.body": "Je welkomstbeloning van {amount} van {program} is nu beschikbaar.",
         "friend.rejected.subject": "Je welkomstbeloning van {program} is niet goedgekeurd",
         "friend.rejected.body": "We konden je welkomstbeloning van {amount} niet goedkeuren: "

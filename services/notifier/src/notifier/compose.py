@@ -29,8 +29,11 @@ _STATUS = {RewardPending: "pending", RewardApproved: "approved", RewardRejected:
 
 @dataclass(frozen=True)
 class Email:
+    """One localised email, ready to be wrapped in MIME."""
+
     template: str
     locale: str
+    program_id: str
     recipient: str
     subject: str
     text: str
@@ -54,6 +57,7 @@ def choose_locale(*candidates: str | None) -> str:
 
 
 def format_amount(amount: int, currency: str, kind: str, locale: str) -> str:
+    """Money from minor units in the locale's notation (nl ``€ 10,00``); points as a count."""
     if kind == "points":
         return MESSAGES[locale]["points"].format(count=f"{amount:,}".replace(",", "\u202f"))
     digits = get_currency_precision(currency)
@@ -61,6 +65,7 @@ def format_amount(amount: int, currency: str, kind: str, locale: str) -> str:
 
 
 def format_day(moment: datetime, locale: str) -> str:
+    """The (UTC) day of ``moment`` as the locale writes it in prose (nl ``6 december 2026``)."""
     return format_date(moment, format="long", locale=_babel(locale))
 
 
@@ -107,13 +112,19 @@ def compose(event: RewardEvent) -> Email | None:
                "paragraphs": [texts[f"{template}.body"].format(**values)],
                "footer": texts["footer"].format(**values)}
     env = _jinja()
-    return Email(template=template, locale=locale, recipient=str(event.recipient.email),
+    return Email(template=template, locale=locale, program_id=event.program_id,
+                 recipient=str(event.recipient.email),
                  subject=subject, text=env.get_template("email.txt.j2").render(context),
                  html=env.get_template("email.html.j2").render(context))
 
 
-def to_mime(email: Email, *, sender: str, sender_name: str, message_id: str) -> EmailMessage:
-    """A multipart/alternative message (text first, HTML preferred by readers that can)."""
+def to_mime(email: Email, *, sender: str, sender_name: str, message_id: str,
+            unsubscribe_url: str | None = None) -> EmailMessage:
+    """A multipart/alternative message (text first, HTML preferred by readers that can).
+
+    ``unsubscribe_url`` (an https URL signed for this recipient) adds the RFC 2369/8058
+    one-click unsubscribe headers; mail clients POST to it without showing a page.
+    """
     message = EmailMessage()
     message["From"] = formataddr((sender_name, sender))
     message["To"] = email.recipient
@@ -121,7 +132,11 @@ def to_mime(email: Email, *, sender: str, sender_name: str, message_id: str) -> 
     message["Date"] = format_datetime(utcnow())
     message["Message-ID"] = message_id
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content(email.text)
-    message.add_alternative(email.html, subtype="html")
+    if unsubscribe_url:
+        message["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    # Quoted-printable keeps every line 7-bit and short, so no relay needs 8BITMIME.
+    message.set_content(email.text, cte="quoted-printable")
+    message.add_alternative(email.html, subtype="html", cte="quoted-printable")
     message["Content-Language"] = email.locale  # after set_content, which drops Content-*
     return message

@@ -7,7 +7,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 from referral_kit.settings import DatabaseSettings, PlatformSettings
 
-DEFAULT_UNSUBSCRIBE_SECRET = "dev-unsubscribe-secret"
+DEFAULT_UNSUBSCRIBE_SECRET = "dev-unsubscribe-secret"  # noqa: S105 - refused in production
 
 
 class NotifierSettings(PlatformSettings, DatabaseSettings):
@@ -17,13 +17,21 @@ class NotifierSettings(PlatformSettings, DatabaseSettings):
     port: int = Field(8003, ge=1, le=65535)
     smtp_host: str = Field("127.0.0.1", validation_alias="SMTP_HOST")
     smtp_port: int = Field(1025, ge=1, le=65535, validation_alias="SMTP_PORT")
+    smtp_starttls: bool = Field(False, description="Upgrade the SMTP session with STARTTLS.")
+    smtp_username: str | None = Field(None, description="SMTP AUTH user; none: no AUTH.")
+    smtp_password: SecretStr | None = None
     smtp_timeout_seconds: float = Field(10.0, gt=0)
     from_email: str = "referrals@localhost"
     from_name: str = "Referrals"
     public_url: str = Field("http://127.0.0.1:8003", description="Base of links in emails.")
     unsubscribe_secret: SecretStr = SecretStr(DEFAULT_UNSUBSCRIBE_SECRET)
-    retry_max_backoff_seconds: float = Field(30.0, gt=0,
-                                             description="Longest wait between SMTP retries.")
+    retry_initial_backoff_seconds: float = Field(
+        0.2, gt=0, description="First wait after a transient SMTP failure (then doubling).")
+    retry_max_backoff_seconds: float = Field(
+        30.0, gt=0, description="Longest wait between SMTP retries.")
+    retry_window_seconds: float = Field(
+        120.0, gt=0, description="How long one email is retried in place before the consumer "
+                                 "takes over retrying (it never skips the event).")
 
     @model_validator(mode="after")
     def _refuse_default_secret_in_production(self) -> NotifierSettings:
@@ -32,3 +40,8 @@ class NotifierSettings(PlatformSettings, DatabaseSettings):
             raise ValueError("NOTIFIER_UNSUBSCRIBE_SECRET still has its development default; "
                              "set a long random secret in production.")
         return self
+
+    @property
+    def message_id_domain(self) -> str:
+        """Right-hand side of our Message-IDs: the sender's domain."""
+        return self.from_email.rpartition("@")[2] or "localhost"

@@ -1,122 +1,137 @@
-"""Deliver the email a reward event calls for, at most once per (event, recipient, template).
+"""Deliver the email a reward event calls for, once per (event, recipient, template).
 
-1. The notification row is inserted (``queued``) or found: a redelivered event finds it.
-2. A row already ``sent`` or ``failed`` sends nothing; its outcome event is re-announced
-   (same id), so a crash after the state write loses no NotificationSent.
-3. Otherwise the email goes out with a Message-ID derived from the row, then the state is
-   written. A crash between SMTP's accept and that write resends once after restart with the
-   same Message-ID (see services/notifier/README.md for why that is the chosen trade-off).
+1. The notification row is queued (or found: a redelivered event finds it) and locked.
+2. A row already ``sent`` sends nothing and re-announces NotificationSent (same event id), so
+   a crash between the state write and the announcement loses no outcome. A row ``failed``
+   re-announces NotificationFailed and is dead-lettered again for the same reason.
+3. Otherwise the email goes out with the row's Message-ID, then the state is written. A crash
+   between SMTP's accept and that write resends once after restart, with the same Message-ID
+   (services/notifier/README.md says why that is the chosen side of the trade-off).
 
-Transient SMTP failures raise, so the consumer retries with backoff without committing past
-the event; a permanent one marks the row failed and dead-letters the event.
+Transient SMTP failures are retried here with exponential backoff and jitter; past the retry
+window the handler raises, and the consumer keeps retrying without committing past the event.
+A permanent failure marks the row failed and dead-letters the event (PoisonEvent).
 """
 
 from __future__ import annotations
 
+from email.message import EmailMessage
 from typing import Any
 
-import asyncpg
 import structlog
-from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter
-from referral_events import (
-    Envelope,
-    NotificationFailed,
-    NotificationSent,
-    RewardEvent,
-    TopicRegistry,
-    derived_id,
-    encode,
-    new_event,
-    utcnow,
-)
-from referral_events.identity import email_hash
+from referral_events import Envelope, RewardEvent
 from referral_kit.consuming import PoisonEvent
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    retry_if_not_exception_type,
+    stop_after_delay,
+    wait_random_exponential,
+)
 
-from .compose import compose, to_mime
+from .compose import Email, compose, to_mime
 from .config import NotifierSettings
-from .smtp import PermanentSmtpError, SmtpSender
+from .notifications import Notification, NotificationKey, NotificationStore, State
+from .outcomes import OutcomeAnnouncer
+from .smtp import PermanentSmtpError, SmtpSender, TransientSmtpError
 
 log = structlog.get_logger(__name__)
 SENT = Counter("notifier_emails_sent_total", "Emails accepted by SMTP", ["template", "locale"])
 FAILED = Counter("notifier_emails_failed_total", "Emails refused permanently", ["template"])
-SOURCE = "notifier"
+SMTP_RETRIES = Counter("notifier_smtp_retries_total", "Transient SMTP failures retried")
 
 
 class Delivery:
-    def __init__(self, *, pool: asyncpg.Pool, sender: SmtpSender, producer: AIOKafkaProducer,
-                 topics: TopicRegistry, settings: NotifierSettings) -> None:
-        self._pool, self._sender, self._producer = pool, sender, producer
-        self._topics, self._settings = topics, settings
-        self._domain = settings.from_email.rpartition("@")[2] or "localhost"
+    """The reward-topic handler: an EventConsumer calls it once per decoded event."""
 
-    async def __call__(self, envelope: Envelope[Any], _record: Any) -> None:
+    def __init__(self, *, store: NotificationStore, sender: SmtpSender,
+                 announcer: OutcomeAnnouncer, settings: NotifierSettings) -> None:
+        self._store, self._sender, self._announcer = store, sender, announcer
+        self._settings = settings
+
+    async def __call__(self, envelope: Envelope[Any], _record: Any = None) -> None:
         event = envelope.data
         if not isinstance(event, RewardEvent):
             return
         email = compose(event)
         if email is None:
             return
-        notification_id = derived_id("notification", envelope.id, email.recipient.lower(),
-                                     email.template)
-        message_id = f"<{notification_id}@{self._domain}>"
-        async with self._pool.acquire() as conn:
-            await conn.execute(
-                "INSERT INTO notifications (id, source_event_id, recipient, template, locale,"
-                " message_id) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                notification_id, envelope.id, email.recipient.lower(), email.template,
-                email.locale, message_id)
-            row = await conn.fetchrow("SELECT * FROM notifications WHERE id = $1",
-                                      notification_id)
-            if row["state"] == "sent":
-                await self._announce_sent(row)
-                return
-            if row["state"] == "failed":
-                return
-            await conn.execute("UPDATE notifications SET attempts = attempts + 1,"
-                               " last_attempt_at = now() WHERE id = $1", notification_id)
+        await self.deliver(email, source_event_id=envelope.id)
+
+    async def deliver(self, email: Email, *, source_event_id: str) -> Notification:
+        """Send ``email`` unless this event already sent it; returns the final row."""
+        key = NotificationKey(source_event_id, email.recipient, email.template)
+        message_id = key.message_id(self._settings.message_id_domain)
+        await self._store.queue(key, locale=email.locale, message_id=message_id)
+        async with self._store.exclusively(key.notification_id) as notification:
+            if notification.state is State.SENT:
+                await self._announcer.sent(notification)
+                return notification
+            if notification.state is State.FAILED:
+                await self._announcer.failed(notification)
+                raise PoisonEvent(f"SMTP refused the email permanently: "
+                                  f"{notification.last_error}", field="data.recipient.email")
             mime = to_mime(email, sender=self._settings.from_email,
-                           sender_name=self._settings.from_name, message_id=message_id)
+                           sender_name=self._settings.from_name,
+                           message_id=notification.message_id)
             try:
-                await self._sender.send(mime)
+                await self._send_with_retries(notification, mime)
             except PermanentSmtpError as exc:
-                failed = await conn.fetchrow(
-                    "UPDATE notifications SET state = 'failed', last_error = $2 WHERE id = $1"
-                    " RETURNING *", notification_id, str(exc)[:1000])
+                failed = await self._store.mark_failed(notification.id, str(exc))
                 FAILED.labels(email.template).inc()
-                await self._announce_failed(failed, str(exc))
+                log.warning("email refused permanently", template=email.template,
+                            notification_id=notification.id, error=str(exc))
+                await self._announcer.failed(failed)
                 raise PoisonEvent(f"SMTP refused the email permanently: {exc}",
                                   field="data.recipient.email") from exc
-            except Exception as exc:
-                await conn.execute("UPDATE notifications SET last_error = $2 WHERE id = $1",
-                                   notification_id, str(exc)[:1000])
-                raise
-            sent = await conn.fetchrow(
-                "UPDATE notifications SET state = 'sent', sent_at = now(), last_error = NULL"
-                " WHERE id = $1 RETURNING *", notification_id)
+            sent = await self._record_sent(notification.id)
         SENT.labels(email.template, email.locale).inc()
         log.info("email sent", template=email.template, locale=email.locale,
-                 notification_id=notification_id)
-        await self._announce_sent(sent)
+                 notification_id=sent.id, attempts=sent.attempts)
+        await self._announcer.sent(sent)
+        return sent
 
-    async def _announce_sent(self, row: Any) -> None:
-        data = NotificationSent(**self._common(row), occurred_at=row["sent_at"] or utcnow(),
-                                message_id=row["message_id"])
-        await self._announce(data, row, "sent")
+    async def _send_with_retries(self, notification: Notification,
+                                 mime: EmailMessage) -> None:
+        settings = self._settings
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(TransientSmtpError),
+            wait=wait_random_exponential(multiplier=settings.retry_initial_backoff_seconds,
+                                         max=settings.retry_max_backoff_seconds),
+            stop=stop_after_delay(settings.retry_window_seconds),
+            before_sleep=_log_retry(notification.id),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await self._store.attempt_started(notification.id)
+                try:
+                    await self._sender.send(mime)
+                except TransientSmtpError as exc:
+                    await self._store.attempt_failed(notification.id, str(exc))
+                    raise
 
-    async def _announce_failed(self, row: Any, error: str) -> None:
-        data = NotificationFailed(**self._common(row), occurred_at=utcnow(), error=error[:1000],
-                                  permanent=True)
-        await self._announce(data, row, "failed")
+    async def _record_sent(self, notification_id: str) -> Notification:
+        # The server has the email now: a database hiccup here must not make the consumer
+        # retry the whole event (that would send again), so this write alone is retried.
+        retrying = AsyncRetrying(
+            retry=retry_if_not_exception_type(LookupError),
+            wait=wait_random_exponential(multiplier=self._settings.retry_initial_backoff_seconds,
+                                         max=self._settings.retry_max_backoff_seconds),
+            stop=stop_after_delay(self._settings.retry_window_seconds), reraise=True)
+        async for attempt in retrying:
+            with attempt:
+                return await self._store.mark_sent(notification_id)
+        raise AssertionError("unreachable: tenacity reraises")
 
-    async def _announce(self, data: Any, row: Any, outcome: str) -> None:
-        envelope = new_event(data, source=SOURCE, id=derived_id("notification", row["id"],
-                                                               outcome))
-        await self._producer.send_and_wait(self._topics.notifications.name, encode(envelope),
-                                           key=row["id"].encode())
 
-    @staticmethod
-    def _common(row: Any) -> dict[str, Any]:
-        return dict(notification_id=row["id"], source_event_id=row["source_event_id"],
-                    recipient_hash=email_hash(row["recipient"]), template=row["template"],
-                    locale=row["locale"])
+def _log_retry(notification_id: str) -> Any:
+    def before_sleep(state: RetryCallState) -> None:
+        SMTP_RETRIES.inc()
+        error = state.outcome.exception() if state.outcome else None
+        log.warning("SMTP unavailable; retrying", notification_id=notification_id,
+                    attempt=state.attempt_number, error=str(error),
+                    wait_s=round(state.next_action.sleep, 2) if state.next_action else None)
+    return before_sleep

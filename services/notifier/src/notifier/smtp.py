@@ -1,10 +1,12 @@
-"""SMTP delivery with one reused connection and failures sorted into transient / permanent."""
+"""SMTP delivery over one reused connection, failures sorted into transient and permanent."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import getaddresses, parseaddr
 
 import aiosmtplib
 import structlog
@@ -12,57 +14,97 @@ import structlog
 log = structlog.get_logger(__name__)
 
 
+# Headers unfolded (RFC 5322 allows 998 octets a line). CPython 3.11's folder drops the space
+# between two encoded words that meet at a fold: "køb: 10,00 €" arrived as "køb:10,00 €".
+_WIRE_POLICY = SMTP.clone(max_line_length=998)
+
+
+def wire_bytes(message: EmailMessage) -> bytes:
+    """``message`` as sent over SMTP: CRLF line ends, headers encoded but not folded."""
+    return message.as_bytes(policy=_WIRE_POLICY)
+
+
+def envelope_of(message: EmailMessage) -> tuple[str, list[str]]:
+    """(MAIL FROM, RCPT TO addresses) taken from the From/To/Cc headers."""
+    sender = parseaddr(str(message["From"]))[1]
+    headers = [str(v) for name in ("To", "Cc") for v in message.get_all(name, [])]
+    return sender, [address for _, address in getaddresses(headers) if address]
+
+
 class TransientSmtpError(Exception):
-    """Try again later: server away, 4xx reply, timeout."""
+    """Try again later: server away, timeout, 4xx reply, or a server that is misconfigured."""
 
 
 class PermanentSmtpError(Exception):
-    """Never retry: 5xx reply (unknown mailbox, refused message)."""
+    """Never retry this message: a 5xx reply to it (unknown mailbox, message refused)."""
+
+
+# Replies about the session rather than the message: a relay refusing us (greeting, HELO,
+# AUTH) would refuse any email, so marking this one failed would lose it; wait for a fix.
+_SESSION_ERRORS = (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPHeloError,
+                   aiosmtplib.SMTPAuthenticationError, aiosmtplib.SMTPNotSupported)
+
+
+def classify(exc: BaseException) -> TransientSmtpError | PermanentSmtpError:
+    """Sort an aiosmtplib or network failure: a 5xx about the message is permanent, the rest
+    transient."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        replies = [(r.code, r.message) for r in exc.recipients]
+        return _by_code(replies) if replies else TransientSmtpError(str(exc))
+    if isinstance(exc, _SESSION_ERRORS):
+        return TransientSmtpError(f"SMTP session refused: {exc}")
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return _by_code([(exc.code, exc.message)])
+    return TransientSmtpError(repr(exc))
+
+
+def _by_code(replies: list[tuple[int, str]]) -> TransientSmtpError | PermanentSmtpError:
+    for code, text in replies:
+        if 500 <= code < 600:
+            return PermanentSmtpError(f"{code} {text}")
+    code, text = replies[0]
+    return TransientSmtpError(f"{code} {text}")
 
 
 class SmtpSender:
-    def __init__(self, host: str, port: int, *, timeout: float = 10.0) -> None:
+    """Sends one message at a time over a connection kept open between messages."""
+
+    def __init__(self, host: str, port: int, *, timeout: float = 10.0, starttls: bool = False,
+                 username: str | None = None, password: str | None = None) -> None:
         self._host, self._port, self._timeout = host, port, timeout
+        self._starttls, self._username, self._password = starttls, username, password
         self._client: aiosmtplib.SMTP | None = None
         self._lock = asyncio.Lock()
 
     async def send(self, message: EmailMessage) -> None:
+        """Hand ``message`` to the server; returns only once the server accepted it.
+
+        Raises TransientSmtpError (retry later) or PermanentSmtpError (never retry).
+        """
+        sender, recipients = envelope_of(message)
+        raw = wire_bytes(message)
         async with self._lock:
             try:
                 client = await self._connected()
-                errors, _ = await client.send_message(message)
-            except aiosmtplib.SMTPRecipientsRefused as exc:
-                self._classify([(r.code, r.message) for r in exc.recipients])
-                raise TransientSmtpError(str(exc)) from exc
-            except aiosmtplib.SMTPResponseException as exc:
-                await self._drop()
-                if 500 <= exc.code < 600:
-                    raise PermanentSmtpError(f"{exc.code} {exc.message}") from exc
-                raise TransientSmtpError(f"{exc.code} {exc.message}") from exc
+                refused, _ = await client.sendmail(sender, recipients, raw)
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                # Whatever state the session is in now, a fresh one is the safe start.
                 await self._drop()
-                raise TransientSmtpError(repr(exc)) from exc
-            if errors:
-                self._classify(list(errors.values()))
-
-    @staticmethod
-    def _classify(replies: list[tuple[int, str]]) -> None:
-        for code, text in replies:
-            if 500 <= code < 600:
-                raise PermanentSmtpError(f"{code} {text}")
-        if replies:
-            code, text = replies[0]
-            raise TransientSmtpError(f"{code} {text}")
+                raise classify(exc) from exc
+            if refused:
+                await self._drop()
+                raise _by_code(list(refused.values()))
 
     async def _connected(self) -> aiosmtplib.SMTP:
         if self._client is not None and self._client.is_connected:
             try:
                 await self._client.noop()
                 return self._client
-            except aiosmtplib.SMTPException:
+            except (aiosmtplib.SMTPException, OSError):
                 await self._drop()
         client = aiosmtplib.SMTP(hostname=self._host, port=self._port, timeout=self._timeout,
-                                 start_tls=False)
+                                 start_tls=self._starttls, username=self._username,
+                                 password=self._password)
         await client.connect()
         self._client = client
         return client
@@ -74,6 +116,7 @@ class SmtpSender:
             self._client = None
 
     async def close(self) -> None:
+        """Say QUIT politely if connected."""
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.quit()

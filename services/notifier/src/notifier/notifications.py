@@ -1,0 +1,139 @@
+"""The ``notifications`` table: one row per email the notifier owes, and its delivery state.
+
+A row is keyed by (source event id, recipient, template); its id and its Message-ID are
+derived from that key, so every replay of the same event lands on the same row and any copy
+of the email that does go out twice carries the same Message-ID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+import asyncpg
+from referral_events import derived_id
+
+# First half of the two-key advisory lock, so our locks never meet another component's.
+_LOCK_CLASS = 0x4E4F54  # "NOT"
+_ERROR_MAX = 1000
+
+
+class State(StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class NotificationKey:
+    """What makes an email unique: the event that caused it, who gets it, which text."""
+
+    source_event_id: str
+    recipient: str
+    template: str
+
+    def __post_init__(self) -> None:
+        # Mailbox domains are case-insensitive and nobody relies on case in the local part.
+        object.__setattr__(self, "recipient", self.recipient.strip().lower())
+
+    @property
+    def notification_id(self) -> str:
+        return derived_id("notification", self.source_event_id, self.recipient, self.template)
+
+    def message_id(self, domain: str) -> str:
+        """The RFC 5322 Message-ID every copy of this email carries."""
+        return f"<{self.notification_id}@{domain}>"
+
+
+@dataclass(frozen=True)
+class Notification:
+    id: str
+    source_event_id: str
+    recipient: str
+    template: str
+    locale: str
+    state: State
+    attempts: int
+    message_id: str
+    last_error: str | None
+    sent_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Notification:
+        return cls(id=row["id"], source_event_id=row["source_event_id"],
+                   recipient=row["recipient"], template=row["template"], locale=row["locale"],
+                   state=State(row["state"]), attempts=row["attempts"],
+                   message_id=row["message_id"], last_error=row["last_error"],
+                   sent_at=row["sent_at"])
+
+
+class NotificationStore:
+    """Notification rows in PostgreSQL (schema ``notifier`` on the pool's search path)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def queue(self, key: NotificationKey, *, locale: str, message_id: str) -> None:
+        """Record that this email is owed; does nothing when the row already exists."""
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO notifications (id, source_event_id, recipient, template, locale,"
+                " message_id) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                key.notification_id, key.source_event_id, key.recipient, key.template, locale,
+                message_id)
+
+    @asynccontextmanager
+    async def exclusively(self, notification_id: str) -> AsyncIterator[Notification]:
+        """Hold the row's lock for the block and yield its current state.
+
+        Two workers handed the same event (e.g. during a rebalance) queue behind each other;
+        the second then sees the first one's outcome instead of sending again. The lock is a
+        session advisory lock, so a worker that dies releases it with its connection.
+        """
+        async with self._pool.acquire() as conn:
+            await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", _LOCK_CLASS,
+                               notification_id)
+            try:
+                row = await conn.fetchrow("SELECT * FROM notifications WHERE id = $1",
+                                          notification_id)
+                if row is None:
+                    raise LookupError(f"notification {notification_id} was never queued")
+                yield Notification.from_row(row)
+            finally:
+                # A broken connection has dropped the lock with its session, and the pool's
+                # reset on release unlocks all anyway: failing to unlock here is harmless.
+                with contextlib.suppress(Exception):
+                    await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))",
+                                       _LOCK_CLASS, notification_id)
+
+    async def attempt_started(self, notification_id: str) -> Notification:
+        """Count one hand-over to SMTP (so a resend after a crash is visible in the row)."""
+        return await self._update(
+            "UPDATE notifications SET attempts = attempts + 1, last_attempt_at = now()"
+            " WHERE id = $1 RETURNING *", notification_id)
+
+    async def attempt_failed(self, notification_id: str, error: str) -> Notification:
+        return await self._update(
+            "UPDATE notifications SET last_error = $2 WHERE id = $1 RETURNING *",
+            notification_id, error[:_ERROR_MAX])
+
+    async def mark_sent(self, notification_id: str) -> Notification:
+        return await self._update(
+            "UPDATE notifications SET state = 'sent', sent_at = now(), last_error = NULL"
+            " WHERE id = $1 RETURNING *", notification_id)
+
+    async def mark_failed(self, notification_id: str, error: str) -> Notification:
+        return await self._update(
+            "UPDATE notifications SET state = 'failed', last_error = $2 WHERE id = $1"
+            " RETURNING *", notification_id, error[:_ERROR_MAX])
+
+    async def _update(self, sql: str, notification_id: str, *args: object) -> Notification:
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(sql, notification_id, *args)
+        if row is None:
+            raise LookupError(f"notification {notification_id} was never queued")
+        return Notification.from_row(row)

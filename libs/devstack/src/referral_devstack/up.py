@@ -45,6 +45,7 @@ def _defaults(root: Path) -> dict[str, str]:
         "REWARDS_PORT": "8002",
         "NOTIFIER_PORT": "8003",
         "ATTRIBUTION_WEB_PORT": "8004",
+        "ATTRIBUTION_DATA_DIR": str(root / ".data" / "attribution"),
         "PYTHONUNBUFFERED": "1",
     }
     dotenv = root / ".env"

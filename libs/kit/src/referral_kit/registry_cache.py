@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import datetime
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from referral_events import EventError, ProgramEntry, ReferralCodeEntry, Topic, decode
+from referral_events import EventError, ProgramEntry, ReferralCodeEntry, Topic, decode, utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -30,6 +31,8 @@ class RegistryCache:
         self._positions: dict[TopicPartition, int] = {}
         self._progress = asyncio.Condition()
         self.ready = False
+        #: when the view last held every record written before this instant
+        self.caught_up_at: datetime | None = None
         self.listeners: list[Callable[[ProgramEntry | ReferralCodeEntry], None]] = []
 
     # -- lookups ---------------------------------------------------------------------
@@ -61,9 +64,15 @@ class RegistryCache:
         if self._consumer:
             await self._consumer.stop()
 
+    @property
+    def alive(self) -> bool:
+        """False once the reading task has died (the view would silently go stale)."""
+        return self._task is not None and not self._task.done()
+
     async def wait_caught_up(self, timeout: float = 10.0) -> None:
         """Return once every record written before this call has been applied."""
         assert self._consumer is not None
+        asked_at = utcnow()
         ends = await self._consumer.end_offsets(list(self._consumer.assignment()))
 
         def caught_up() -> bool:
@@ -72,6 +81,8 @@ class RegistryCache:
         async with self._progress:
             await asyncio.wait_for(self._progress.wait_for(caught_up), timeout)
         self.ready = True
+        if self.caught_up_at is None or asked_at > self.caught_up_at:
+            self.caught_up_at = asked_at
 
     async def _run(self) -> None:
         assert self._consumer is not None

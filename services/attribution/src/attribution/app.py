@@ -8,18 +8,23 @@ entry of a code lives in the partition that code's events arrive on.
 from __future__ import annotations
 
 import asyncio
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
 import mode
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from aiokafka.errors import KafkaError
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from referral_events import (
     AttributionGraceExpired,
     ClickRecorded,
     ConversionRecorded,
     Envelope,
     EventError,
+    Topic,
     UnknownEventType,
     decode,
     encode,
@@ -34,15 +39,21 @@ from .config import AttributionSettings
 from .processor import AttributionProcessor
 
 log = structlog.get_logger(__name__)
+SEND_RETRIES = Counter("attribution_send_retries_total",
+                       "Outputs the broker refused and that were sent again", ["topic"])
+#: a grace expiry is signalled again only if the stream has not acted on it by then
+GRACE_RESIGNAL_SECONDS = 10.0
 
 
 def create_app(settings: AttributionSettings | None = None) -> faust.App:
     settings = settings or AttributionSettings()
     topics = settings.topic_registry()
+    data_dir = settings.data_dir or tempfile.mkdtemp(prefix=f"{settings.faust_id}-")
     app = faust.App(
         settings.faust_id,
         broker=[f"kafka://{s}" for s in settings.kafka_bootstrap_servers.split(",")],
         store=settings.store,
+        datadir=str(data_dir),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=1,
         web_host=settings.web_host,
@@ -67,11 +78,35 @@ def create_app(settings: AttributionSettings | None = None) -> faust.App:
                              topic=topics.registry, client_id="attribution-registry")
     kafka: dict[str, Any] = {}  # the producer is created inside the worker's event loop
     started = asyncio.Event()
+    assigned = asyncio.Event()  # set once a rebalance completed (tables recovered)
+    signalled: dict[tuple[str, str], float] = {}  # (code, conversion) → when expiry was sent
     by_name = {topics.clicks.name: topics.clicks, topics.conversions.name: topics.conversions}
 
+    async def until_sent(topic: str, send: Callable[[], Awaitable[Any]]) -> None:
+        """Send until the broker has it: the agent waits rather than crash or skip an event."""
+        backoff = 0.1
+        while True:
+            try:
+                await send()
+                return
+            except KafkaError as exc:
+                SEND_RETRIES.labels(topic).inc()
+                log.warning("send refused, retrying", topic=topic, error=repr(exc),
+                            retry_in=round(backoff, 2))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, settings.emit_retry_max_backoff_seconds)
+
+    async def send(topic: str, key: bytes | None, value: bytes) -> None:
+        await until_sent(topic, lambda: kafka["producer"].send_and_wait(topic, value, key=key))
+
     async def emit(key: str, envelope: Envelope[Any]) -> None:
-        await kafka["producer"].send_and_wait(topics.attributions.name, encode(envelope),
-                                     key=key.encode())
+        await send(topics.attributions.name, key.encode(), encode(envelope))
+
+    async def to_dead_letter(message: Any, topic: Topic, value: bytes, exc: EventError) -> None:
+        await until_sent(topic.dead_letter, lambda: dead_letter(
+            kafka["producer"], topic, key=message.key, value=value,
+            partition=message.partition, offset=message.offset, error=exc,
+            consumer="attribution"))
 
     processor = AttributionProcessor(registry=registry, clicks=clicks, decided=decided,
                                      waiting=waiting, emit=emit,
@@ -108,9 +143,7 @@ def create_app(settings: AttributionSettings | None = None) -> faust.App:
                     raise UnknownEventType(f"{envelope.type} does not belong on {topic.name}",
                                            field="type")
             except EventError as exc:
-                await dead_letter(kafka["producer"], topic, key=message.key, value=event.value,
-                                  partition=message.partition, offset=message.offset, error=exc,
-                                  consumer="attribution")
+                await to_dead_letter(message, topic, event.value, exc)
                 continue
             if isinstance(envelope.data, ClickRecorded):
                 await processor.on_click(envelope.data)
@@ -124,13 +157,31 @@ def create_app(settings: AttributionSettings | None = None) -> faust.App:
         """Ask the stream to decide conversions whose grace is over (see the event's doc)."""
         if not started.is_set():
             return
-        now = utcnow()
-        for program_id, code, ids in processor.expired(now):
+        now, tick = utcnow(), time.monotonic()
+        due = processor.expired(now)
+        pending = {(code, cid) for _, code, ids in due for cid in ids}
+        for key in [k for k in signalled if k not in pending]:
+            del signalled[key]  # decided (or moved to another worker): forget it
+        for program_id, code, ids in due:
+            fresh = [cid for cid in ids
+                     if tick - signalled.get((code, cid), -GRACE_RESIGNAL_SECONDS)
+                     >= GRACE_RESIGNAL_SECONDS]
+            if not fresh:
+                continue
             expiry = AttributionGraceExpired(program_id=program_id, code=code,
-                                             conversion_ids=ids, expired_at=now)
-            await kafka["producer"].send_and_wait(
-                topics.conversions.name, encode(new_event(expiry, source="attribution")),
-                key=code.encode())
+                                             conversion_ids=fresh, expired_at=now)
+            await send(topics.conversions.name, code.encode(),
+                       encode(new_event(expiry, source="attribution")))
+            for cid in fresh:
+                signalled[(code, cid)] = tick
+
+    @app.on_rebalance_complete.connect
+    async def on_rebalance_complete(sender: Any, **kwargs: Any) -> None:
+        assigned.set()
+
+    @app.on_partitions_revoked.connect
+    async def on_partitions_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        assigned.clear()
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
@@ -138,8 +189,9 @@ def create_app(settings: AttributionSettings | None = None) -> faust.App:
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
-        checks = {"registry": registry.ready, "connected": started.is_set(),
-                  "assigned": not app.rebalancing}
+        checks = {"registry": registry.ready and registry.alive,
+                  "connected": started.is_set(),
+                  "assigned": assigned.is_set() and not app.rebalancing}
         ok = all(checks.values())
         return web.json({"status": "ready" if ok else "not_ready", "checks": checks},
                         status=200 if ok else 503)

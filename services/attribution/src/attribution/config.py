@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from referral_kit.settings import PlatformSettings
@@ -21,6 +23,11 @@ class AttributionSettings(PlatformSettings):
     grace_seconds: float = Field(30.0, ge=0,
                                  description="How long a conversion may wait for a late click.")
     registry_catch_up_seconds: float = Field(30.0, gt=0)
+    data_dir: Path | None = Field(
+        None, description="Where Faust keeps its local state; unset: a fresh temporary "
+                          "directory (tables recover from their changelog topics anyway).")
+    emit_retry_max_backoff_seconds: float = Field(
+        5.0, gt=0, description="Longest wait between retries of an output the broker refused.")
     # Short group-join timings: Faust's defaults make the first join take ~30 s.
     broker_rebalance_timeout: float = Field(4.0, gt=0)
     broker_session_timeout: float = Field(10.0, gt=0)

@@ -94,7 +94,9 @@ class AttributionProcessor:
         conversion: ConversionRecorded = envelope.data
         key = f"{conversion.program_id}:{conversion.conversion_id}"
         code = self._registry.code(conversion.code)
-        if code is None:  # the code may be seconds old: read the registry to its end once
+        caught_up_at = self._registry.caught_up_at
+        if code is None and (caught_up_at is None or caught_up_at <= envelope.time):
+            # the code may be younger than our view: read the registry to its end once
             await self._registry.wait_caught_up()
             code = self._registry.code(conversion.code)
         program = self._registry.program(conversion.program_id)

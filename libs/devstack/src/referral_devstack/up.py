@@ -198,7 +198,8 @@ def _banner(sup: Supervisor, env: dict[str, str], demo, tracker: str, rewards: s
         f"  Tracker API docs   {tracker}/docs",
         f"  Caught mail        {mail_web}   (files: {mail_dir}/*.eml)",
         f"  Demo programme     {demo.program_id}   referrer {demo.referrer_id} (code {demo.code})",
-        f"  Referral link      {demo.referral_url}?ch=email",
+        f"  Referral link      {demo.referral_url}?ch=email   (open it in a browser: curl and"
+        " bots are redirected but not counted)",
         "  Post a conversion (the checkout's call):",
         f"    {curl}",
         "",

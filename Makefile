@@ -32,6 +32,9 @@ test: install ## run the whole test suite against real components
 test-fast: install ## unit and contract tests only (no service processes)
 	$(VENV)/bin/pytest -m "not e2e"
 
+bench: install ## run the benchmarks; figures in bench/results/latest.json (+ plot)
+	$(VENV)/bin/python -m bench
+
 lint: install ## ruff
 	$(VENV)/bin/ruff check libs services tests
 

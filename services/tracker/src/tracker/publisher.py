@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -87,20 +88,64 @@ class EventPublisher:
             raise BrokerUnavailable(f"broker did not acknowledge the event: {exc!r}") from exc
         metrics.PUBLISH_SECONDS.observe(time.monotonic() - started)
 
+    async def publish_all(self, messages: Sequence[tuple[Topic, str, Envelope[Any]]]
+                          ) -> list[BrokerUnavailable | None]:
+        """Send every ``(topic, key, envelope)`` at once, then wait for all the broker's
+        acknowledgements within one send timeout (a batch pays one round trip, not one per
+        event). One outcome per message, in order: None once acknowledged, else the
+        :class:`BrokerUnavailable` to report for it. Never raises for the broker's sake.
+        """
+        if not messages:
+            return []
+        if self._producer is None:
+            return [BrokerUnavailable("not connected to the broker yet")] * len(messages)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + self._send_timeout
+        deliveries: list[asyncio.Future[Any]] = []
+        not_sent: BrokerUnavailable | None = None
+        try:
+            async with asyncio.timeout_at(deadline):
+                for topic, key, envelope in messages:
+                    deliveries.append(await self._producer.send(
+                        topic.name, encode(envelope), key=key.encode()))
+        except (TimeoutError, KafkaError) as exc:
+            not_sent = BrokerUnavailable(f"event not handed to the producer: {exc!r}")
+        if deliveries:
+            await asyncio.wait(deliveries, timeout=max(0.0, deadline - loop.time()))
+        outcomes: list[BrokerUnavailable | None] = []
+        for delivery in deliveries:
+            if not delivery.done():
+                # Still in the producer and may land later: retrieve its end quietly.
+                delivery.add_done_callback(_retrieve)
+                outcomes.append(BrokerUnavailable("broker did not acknowledge in time"))
+            elif (error := delivery.exception()) is not None:
+                outcomes.append(BrokerUnavailable(f"broker refused the event: {error!r}"))
+            else:
+                outcomes.append(None)
+        outcomes += [not_sent] * (len(messages) - len(deliveries))
+        for (topic, _, _), outcome in zip(messages, outcomes, strict=True):
+            if outcome is not None:
+                metrics.PUBLISH_FAILURES.labels(topic=topic.name).inc()
+        if failed := sum(1 for o in outcomes if o is not None):
+            log.warning("events not acknowledged by the broker", failed=failed,
+                        of=len(messages), error=str(next(o for o in outcomes if o)))
+        else:
+            metrics.PUBLISH_SECONDS.observe(loop.time() - started)
+        return outcomes
+
     async def reachable(self, within: float = 1.0) -> bool:
-        """True when a connection to at least one broker is up (or can be made now)."""
+        """True when a broker answers a metadata request within ``within`` seconds. An
+        open connection proves nothing: a paused (SIGSTOP) broker keeps it open."""
         if self._producer is None:
             return False
-        client = self._producer.client
-        nodes = [b.nodeId for b in client.cluster.brokers()]
-
-        async def any_node_ready() -> bool:
-            for node in nodes:
-                if await client.ready(node):
-                    return True
-            return False
-
         try:
-            return await asyncio.wait_for(any_node_ready(), within)
+            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), within)
         except (TimeoutError, KafkaError, OSError):
             return False
+        return True
+
+
+def _retrieve(delivery: asyncio.Future[Any]) -> None:
+    if not delivery.cancelled():
+        delivery.exception()

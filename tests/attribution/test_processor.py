@@ -102,3 +102,60 @@ async def test_grace_expiry_decides_once_and_a_late_expiry_changes_nothing():
     assert len(emitted) == 1
     assert isinstance(emitted[0][1].data, ReferralAttributed)
     assert emitted[0][1].data.channel == "code"  # falls back to code-only attribution
+
+
+def _click(click_id: str, *, visitor: str | None, at):
+    return ClickRecorded(program_id="prg_1", code="ABC123", click_id=click_id, channel="email",
+                         visitor_hash=visitor, occurred_at=at)
+
+
+async def test_hourly_counts_count_each_visit_once_and_each_conversion_once():
+    registry, emitted = RegistryView(), []
+    proc = processor(registry, emitted)
+    now = utcnow()
+    await proc.on_click(_click("clk_ABC123_a", visitor="v1", at=now - timedelta(minutes=10)))
+    await proc.on_click(_click("clk_ABC123_a", visitor="v1", at=now - timedelta(minutes=10)))
+    await proc.on_click(_click("clk_ABC123_b", visitor="v1", at=now - timedelta(minutes=5)))
+    await proc.on_click(_click("clk_ABC123_c", visitor="v2", at=now - timedelta(minutes=5)))
+    envelope = new_event(recent_conversion(click_id="clk_ABC123_b"), source="tracker")
+    await proc.on_conversion(envelope)
+    await proc.on_conversion(envelope)  # a replay of the same event: decided again, not counted
+    other = recent_conversion(click_id="clk_ABC123_b")
+    await proc.on_conversion(new_event(other, source="elsewhere"))  # same order, other event
+    due = dict(proc.stats_due())
+    assert proc.stats_due() == []  # nothing changed since
+    email = [counts for key, counts in due.items() if "|email|" in key]
+    none = [counts for key, counts in due.items() if "|none|" in key]
+    assert len(email) == 1 and len(none) == 1
+    assert (email[0]["clicks"], email[0]["conversions"], email[0]["attributed"]) == (2, 1, 1)
+    assert email[0]["revenue"] == 5000
+    assert none[0]["rejected"] == {"duplicate": 1} and none[0]["conversions"] == 0
+    assert [e.data.click_id for _, e in emitted if isinstance(e.data, ReferralAttributed)] \
+        == ["clk_ABC123_b", "clk_ABC123_b"]  # the replay re-sends the same decision
+    assert len({e.id for _, e in emitted if isinstance(e.data, ReferralAttributed)}) == 1
+
+
+async def test_a_held_conversion_is_counted_when_decided_not_when_held():
+    registry, emitted = RegistryView(), []
+    proc = processor(registry, emitted, grace_seconds=0.0)
+    held = recent_conversion(click_id="clk_ABC123_never")
+    await proc.on_conversion(new_event(held, source="tracker"))
+    assert proc.stats_due() == []
+    await proc.on_grace_expired(AttributionGraceExpired(
+        program_id="prg_1", code="ABC123", conversion_ids=["o-1"], expired_at=utcnow()))
+    [(key, counts)] = proc.stats_due()
+    assert key.split("|")[:3] == ["prg_1", "ABC123", "code"]
+    assert (counts["conversions"], counts["attributed"], counts["version"]) == (1, 1, 1)
+
+
+def test_stats_events_carry_the_bucket():
+    from attribution.stats import bucket_key, count_click, count_decision, stats_event
+
+    at = utcnow()
+    key = bucket_key("prg_1", "ABC123", "qr", at)
+    counts = count_decision(count_click(None), reason="self_referral")
+    event = stats_event(key, counts)
+    assert (event.program_id, event.code, event.channel) == ("prg_1", "ABC123", "qr")
+    assert event.hour == at.replace(minute=0, second=0, microsecond=0)
+    assert (event.clicks, event.conversions, event.attributed, event.version) == (1, 1, 0, 2)
+    assert event.rejected == {RejectionReason.SELF_REFERRAL: 1}

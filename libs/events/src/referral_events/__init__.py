@@ -5,6 +5,7 @@ from .attribution import (
     AttributionModel,
     ReferralAttributed,
     ReferralRejected,
+    ReferralStatsCounted,
     RejectionReason,
 )
 from .base import EventData, catalogue, model_for, utcnow
@@ -45,11 +46,13 @@ from .tracking import (
 )
 
 __all__ = [
-    "MAX_EVENT_BYTES", "AttributionGraceExpired", "AttributionModel", "Beneficiary", "ClickRecorded", "CodeSource",
+    "MAX_EVENT_BYTES", "AttributionGraceExpired", "AttributionModel", "Beneficiary",
+    "ClickRecorded", "CodeSource",
     "ConversionRecorded", "ConversionReversed", "Customer", "Envelope", "EventData",
     "EventDeadLettered", "EventError", "FraudAction", "FraudSignal", "InvalidEnvelope",
     "InvalidEventData", "MalformedEvent", "NotificationFailed", "NotificationSent",
     "ProgramEntry", "Recipient", "ReferralAttributed", "ReferralCodeEntry", "ReferralRejected",
+    "ReferralStatsCounted",
     "RejectionReason", "ReversalReason", "RewardApproved", "RewardEvent", "RewardInReview",
     "RewardKind", "RewardPending", "RewardRejected", "RewardReversed", "Topic",
     "TopicRegistry", "UnknownEventType", "UnsupportedSchemaVersion", "catalogue", "code_key",

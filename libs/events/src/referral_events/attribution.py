@@ -85,3 +85,29 @@ class AttributionGraceExpired(EventData):
 
     def subject(self) -> str:
         return self.code
+
+
+class ReferralStatsCounted(EventData):
+    """Running counts of one programme, code, channel and hour, for the dashboard's stats.
+
+    Absolute counts, not increments: a later ``version`` (the number of events counted so
+    far) replaces an earlier one, so a replay, a re-send or a reordering changes nothing.
+    ``hour`` is the event-time hour (clicks: when clicked; conversions: when ordered).
+    Conversions are counted under their attributed channel; rejected ones under ``none``.
+    """
+
+    event_type = "referral.stats.counted"
+
+    program_id: Identifier
+    code: ReferralCode
+    channel: str = Field(max_length=40)
+    hour: UtcDateTime
+    clicks: int = Field(default=0, ge=0)
+    conversions: int = Field(default=0, ge=0)
+    attributed: int = Field(default=0, ge=0)
+    rejected: dict[RejectionReason, int] = Field(default_factory=dict)
+    revenue: MinorUnits = Field(default=0, description="Sum of attributed order amounts.")
+    version: int = Field(ge=1)
+
+    def subject(self) -> str:
+        return f"{self.program_id}:{self.code}:{self.channel}:{self.hour.isoformat()}"

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .attribution import AttributionGraceExpired, ReferralAttributed, ReferralRejected
+from .attribution import (
+    AttributionGraceExpired,
+    ReferralAttributed,
+    ReferralRejected,
+    ReferralStatsCounted,
+)
 from .base import EventData
 from .deadletter import EventDeadLettered
 from .notifications import NotificationFailed, NotificationSent
@@ -58,6 +63,12 @@ class TopicRegistry:
         self.attributions = topic(
             "referral.attributions", "referral code", p, (ReferralAttributed, ReferralRejected)
         )
+        # Compacted by bucket: the newest counts of every bucket stay, enough to rebuild a
+        # stats store from scratch.
+        self.stats = topic(
+            "referral.stats", "program_id|code|channel|hour", p, (ReferralStatsCounted,),
+            compacted=True,
+        )
         self.rewards = topic(
             "referral.rewards", "referrer_id", p,
             (RewardPending, RewardInReview, RewardApproved, RewardRejected, RewardReversed),
@@ -74,7 +85,7 @@ class TopicRegistry:
     def topics(self) -> list[Topic]:
         """The data topics (without their dead-letter topics)."""
         return [self.clicks, self.conversions, self.reversals, self.attributions,
-                self.rewards, self.notifications, self.registry]
+                self.stats, self.rewards, self.notifications, self.registry]
 
     def dead_letter_topics(self) -> list[Topic]:
         return [

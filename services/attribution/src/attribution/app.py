@@ -11,6 +11,7 @@ import asyncio
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import faust
@@ -27,6 +28,7 @@ from referral_events import (
     Topic,
     UnknownEventType,
     decode,
+    derived_id,
     encode,
     new_event,
     utcnow,
@@ -35,6 +37,7 @@ from referral_kit.deadletter import dead_letter
 from referral_kit.kafka import ensure_topics, make_producer
 from referral_kit.registry_cache import RegistryCache
 
+from . import stats
 from .config import AttributionSettings
 from .processor import AttributionProcessor
 
@@ -74,6 +77,7 @@ def create_app(settings: AttributionSettings | None = None) -> faust.App:
                         partitions=settings.topic_partitions)
     waiting = app.Table("conversions-awaiting-click", default=None,
                         partitions=settings.topic_partitions)
+    counts = app.Table("hourly-counts", default=None, partitions=settings.topic_partitions)
     registry = RegistryCache(bootstrap_servers=settings.kafka_bootstrap_servers,
                              topic=topics.registry, client_id="attribution-registry")
     kafka: dict[str, Any] = {}  # the producer is created inside the worker's event loop
@@ -109,7 +113,7 @@ def create_app(settings: AttributionSettings | None = None) -> faust.App:
             consumer="attribution"))
 
     processor = AttributionProcessor(registry=registry, clicks=clicks, decided=decided,
-                                     waiting=waiting, emit=emit,
+                                     waiting=waiting, emit=emit, counts=counts,
                                      grace_seconds=settings.grace_seconds)
 
     @app.service
@@ -175,8 +179,19 @@ def create_app(settings: AttributionSettings | None = None) -> faust.App:
             for cid in fresh:
                 signalled[(code, cid)] = tick
 
+    @app.timer(interval=settings.stats_flush_seconds)
+    async def send_stats() -> None:
+        """Publish the hourly counts that changed (absolute, versioned: idempotent)."""
+        if not started.is_set():
+            return
+        for key, bucket in processor.stats_due():
+            event = stats.stats_event(key, bucket)
+            await send(topics.stats.name, key.encode(), encode(new_event(
+                event, source="attribution", id=derived_id("stats", key, str(event.version)))))
+
     @app.on_rebalance_complete.connect
     async def on_rebalance_complete(sender: Any, **kwargs: Any) -> None:
+        processor.mark_recent_dirty(utcnow() - timedelta(hours=2))
         assigned.set()
 
     @app.on_partitions_revoked.connect

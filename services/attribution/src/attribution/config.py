@@ -23,6 +23,9 @@ class AttributionSettings(PlatformSettings):
     grace_seconds: float = Field(30.0, ge=0,
                                  description="How long a conversion may wait for a late click.")
     registry_catch_up_seconds: float = Field(30.0, gt=0)
+    stats_flush_seconds: float = Field(
+        1.0, gt=0, description="How often changed hourly counts are published for the "
+                               "dashboard (its figures lag events by about this much).")
     data_dir: Path | None = Field(
         None, description="Where Faust keeps its local state; unset: a fresh temporary "
                           "directory (tables recover from their changelog topics anyway).")

@@ -29,7 +29,8 @@ from referral_events import (
 )
 from referral_kit.registry_cache import RegistryCache
 
-from .rules import Click, decide, remember_click
+from . import stats
+from .rules import Click, decide, is_repeat_visit, remember_click
 
 log = structlog.get_logger(__name__)
 SOURCE = "attribution"
@@ -43,23 +44,49 @@ Emit = Callable[[str, Envelope[Any]], Awaitable[None]]
 
 
 class AttributionProcessor:
-    """Tables (code-keyed mappings, so each lives in its code's partition):
-    ``clicks`` code → click log; ``decided`` programme:conversion → deciding event id;
-    ``waiting`` code → conversions held back for a late click, with their deadline."""
+    """Tables (written only while handling an event of the code, so each entry lives in
+    its code's partition): ``clicks`` code → click log; ``decided`` programme:conversion →
+    ``{"event": deciding event id, "final": bool}`` (not final while held for a late click);
+    ``waiting`` code → conversions held back, with their deadline; ``counts``
+    programme|code|channel|hour → absolute counts (see :mod:`attribution.stats`)."""
 
     def __init__(self, *, registry: RegistryCache, clicks: MutableMapping[str, Any],
                  decided: MutableMapping[str, Any], waiting: MutableMapping[str, Any],
-                 emit: Emit, grace_seconds: float) -> None:
+                 emit: Emit, grace_seconds: float,
+                 counts: MutableMapping[str, Any] | None = None) -> None:
         self._registry, self._clicks, self._decided = registry, clicks, decided
         self._waiting, self._emit = waiting, emit
+        self._counts: MutableMapping[str, Any] = counts if counts is not None else {}
+        self._dirty: set[str] = set()
         self._grace = timedelta(seconds=grace_seconds)
+
+    # -- stats -----------------------------------------------------------------------
+    def _count(self, key: str, counts: stats.Counts) -> None:
+        self._counts[key] = counts
+        self._dirty.add(key)
+
+    def stats_due(self) -> list[tuple[str, stats.Counts]]:
+        """Buckets changed since the last call, with their current counts."""
+        due, self._dirty = self._dirty, set()
+        return [(key, self._counts[key]) for key in sorted(due) if key in self._counts]
+
+    def mark_recent_dirty(self, since: datetime) -> None:
+        """After a rebalance: send this worker's recent buckets again (a send may have been
+        lost with the previous owner; versions make the repeat harmless)."""
+        horizon = stats.hour_of(since).isoformat()
+        self._dirty.update(k for k in list(self._counts.keys())
+                           if k.rsplit("|", 1)[-1] >= horizon)
 
     async def on_click(self, click: ClickRecorded) -> None:
         program = self._registry.program(click.program_id)
         window = program.attribution_window_days if program else 30
         log_ = [_click_from(c) for c in self._clicks.get(click.code) or []]
-        updated = remember_click(log_, Click(click.click_id, click.occurred_at, click.channel),
-                                 window_days=window, now=utcnow())
+        seen = Click(click.click_id, click.occurred_at, click.channel, click.visitor_hash)
+        if not is_repeat_visit(log_, seen):
+            key = stats.bucket_key(click.program_id, click.code, click.channel,
+                                   click.occurred_at)
+            self._count(key, stats.count_click(self._counts.get(key)))
+        updated = remember_click(log_, seen, window_days=window, now=utcnow())
         self._clicks[click.code] = [_click_to(c) for c in updated]
         held = self._waiting.get(click.code) or []
         if held:  # conversions that were waiting for a click of this code: decide them again
@@ -100,15 +127,15 @@ class AttributionProcessor:
             await self._registry.wait_caught_up()
             code = self._registry.code(conversion.code)
         program = self._registry.program(conversion.program_id)
-        previous = self._decided.get(key)
-        duplicate = previous is not None and previous != envelope.id
+        previous = _decided_state(self._decided.get(key))
+        duplicate = previous is not None and previous["event"] != envelope.id
         decision = decide(conversion=conversion, code=code, program=program,
                           clicks=[_click_from(c) for c in self._clicks.get(conversion.code) or []],
                           already_decided=duplicate, grace_over=grace_over)
         now = utcnow()
         if decision.awaits_click and not grace_over:
             self._hold(envelope, deadline or now + self._grace)
-            self._decided[key] = envelope.id
+            self._decided[key] = {"event": envelope.id, "final": False}
             return
         if decision.attributed:
             assert code is not None and program is not None
@@ -137,12 +164,30 @@ class AttributionProcessor:
                 decided_at=now)
         if decision.reason is RejectionReason.DUPLICATE:
             event_id = derived_id("attribution-duplicate", key, envelope.id)
+            seen_key = f"{key}#{envelope.id}"
+            if seen_key not in self._decided:  # count each duplicate submission once
+                self._decided[seen_key] = {"event": envelope.id, "final": True}
+                self._count_decision(conversion, decision.reason.value, "", duplicate=True)
         else:
             event_id = derived_id("attribution", conversion.program_id, conversion.conversion_id)
-            self._decided[key] = envelope.id
+            if previous is None or not previous["final"]:  # a replay is not counted again
+                revenue = conversion.amount if (
+                    decision.attributed and program is not None
+                    and conversion.currency == program.currency) else 0
+                self._count_decision(conversion, decision.reason.value if decision.reason
+                                     else None, decision.channel or "", revenue=revenue)
+            self._decided[key] = {"event": envelope.id, "final": True}
         DECISIONS.labels("attributed" if decision.attributed else "rejected",
                          decision.reason.value if decision.reason else "").inc()
         await self._emit(conversion.code, new_event(data, source=SOURCE, id=event_id))
+
+    def _count_decision(self, conversion: ConversionRecorded, reason: str | None,
+                        channel: str, *, revenue: int = 0, duplicate: bool = False) -> None:
+        bucket = stats.bucket_key(conversion.program_id, conversion.code,
+                                  channel if reason is None else stats.NO_CHANNEL,
+                                  conversion.occurred_at)
+        self._count(bucket, stats.count_decision(self._counts.get(bucket), reason=reason,
+                                                 revenue=revenue, conversion=not duplicate))
 
     def _hold(self, envelope: Envelope[Any], deadline: datetime) -> None:
         conversion: ConversionRecorded = envelope.data
@@ -154,10 +199,23 @@ class AttributionProcessor:
         WAITING.inc()
 
 
-def _click_to(click: Click) -> dict[str, str]:
-    return {"click_id": click.click_id, "clicked_at": click.clicked_at.isoformat(),
-            "channel": click.channel}
+def _decided_state(raw: Any) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    if isinstance(raw, str):  # entries written before the "final" flag existed
+        return {"event": raw, "final": True}
+    return dict(raw)
 
 
-def _click_from(raw: dict[str, str]) -> Click:
-    return Click(raw["click_id"], datetime.fromisoformat(raw["clicked_at"]), raw["channel"])
+def _click_to(click: Click) -> dict[str, str | None]:
+    raw: dict[str, str | None] = {"click_id": click.click_id,
+                                  "clicked_at": click.clicked_at.isoformat(),
+                                  "channel": click.channel}
+    if click.visitor:
+        raw["visitor"] = click.visitor
+    return raw
+
+
+def _click_from(raw: dict[str, Any]) -> Click:
+    return Click(raw["click_id"], datetime.fromisoformat(raw["clicked_at"]), raw["channel"],
+                 raw.get("visitor"))

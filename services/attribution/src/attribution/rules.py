@@ -27,11 +27,17 @@ CLOCK_SKEW = timedelta(minutes=5)
 MAX_CLICKS_PER_CODE = 50
 
 
+VISITOR_DEDUPE = timedelta(hours=1)
+"""The same visitor clicking the same code again within this span is one click."""
+
+
 @dataclass(frozen=True)
 class Click:
     click_id: str
     clicked_at: datetime
     channel: str
+    visitor: str | None = None
+    """Salted hash of the visitor (cookie or IP + agent), when the tracker knew one."""
 
 
 @dataclass(frozen=True)
@@ -125,3 +131,15 @@ def remember_click(clicks: Sequence[Click], click: Click, *, window_days: int,
     if len(kept) > MAX_CLICKS_PER_CODE:
         kept = [kept[0], *kept[-(MAX_CLICKS_PER_CODE - 1):]]
     return kept
+
+
+def is_repeat_visit(clicks: Sequence[Click], click: Click) -> bool:
+    """True when ``click`` is already in the log (a replay) or the same visitor clicked this
+    code within :data:`VISITOR_DEDUPE` before it: it is then not counted again."""
+    for seen in clicks:
+        if seen.click_id == click.click_id:
+            return True
+        if (click.visitor and seen.visitor == click.visitor
+                and timedelta(0) <= click.clicked_at - seen.clicked_at < VISITOR_DEDUPE):
+            return True
+    return False

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from referral_events import (
     AttributionModel,
     Envelope,
     ProgramEntry,
     ReferralCodeEntry,
+    Topic,
     TopicRegistry,
     decode,
     encode,
@@ -19,8 +23,10 @@ from referral_events import (
     utcnow,
 )
 from referral_events.identity import key_hash
+from tracker.app import create_app
+from tracker.config import TrackerSettings
 
-from tests.support import eventually
+from tests.support import eventually, serve_asgi
 
 BROWSER_UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
               "Chrome/126.0 Safari/537.36")
@@ -107,3 +113,57 @@ class TopicReader:
             return next((r for r in await self.poll() if predicate(r.envelope)), None)
 
         return await eventually(find, timeout=20, message=message)
+
+
+async def read_all(bootstrap: str, topic: Topic) -> list[Received]:
+    """Every record on ``topic`` up to its end offsets now (exact: nothing more was acked)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        received: list[Received] = []
+
+        async def at_end() -> bool:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                received.extend(Received(r.key.decode() if r.key else None, decode(r.value), r)
+                                for r in records)
+            return all([await consumer.position(tp) >= ends[tp] for tp in partitions])
+
+        await eventually(at_end, timeout=20, message=f"{topic.name} not read to its end")
+        return received
+    finally:
+        await consumer.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_tracker(settings: TrackerSettings) -> AsyncIterator[httpx.AsyncClient]:
+    """A ready tracker for ``settings`` in this process, and a browser-like client of it."""
+    async with serve_asgi(create_app(settings)) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=15,
+                                     headers={"User-Agent": BROWSER_UA}) as client:
+            async def ready() -> bool:
+                return (await client.get("/readyz")).status_code == 200
+
+            await eventually(ready, timeout=30, message="tracker never ready")
+            yield client
+
+
+def secret(programme: Programme) -> dict[str, str]:
+    """The Authorization header of ``programme``'s secret key."""
+    return {"Authorization": f"Bearer {programme.secret_key}"}
+
+
+def publishable(programme: Programme) -> dict[str, str]:
+    return {"X-Publishable-Key": programme.publishable_key}
+
+
+async def known_code(client: httpx.AsyncClient, code: str) -> None:
+    """Wait until the tracker learnt ``code`` from the registry (HEAD records no click)."""
+    async def redirects() -> bool:
+        return (await client.head(f"/r/{code}")).status_code == 302
+
+    await eventually(redirects, message=f"the tracker never learnt code {code}")

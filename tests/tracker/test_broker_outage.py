@@ -97,3 +97,53 @@ async def test_broker_lost_after_start_means_503_and_recovery_means_202(
 
 async def _status(client: httpx.AsyncClient, path: str, status: int) -> bool:
     return (await client.get(path)).status_code == status
+
+
+async def test_paused_broker_means_503_for_singles_and_batches_then_recovery(
+        outage_tracker: tuple[str, Programme, TopicRegistry],
+        private_broker: EmbeddedBroker) -> None:
+    url, programme, _ = outage_tracker
+    auth = {"Authorization": f"Bearer {programme.secret_key}"}
+
+    def conversion() -> dict[str, object]:
+        return {"conversion_id": f"order-{uuid.uuid4().hex[:8]}", "code": programme.code,
+                "customer": {"id": "c-1"}, "amount": 2500, "currency": "EUR"}
+
+    batch = {"events": [{"type": "conversion", **conversion()} for _ in range(3)]
+             + [{"type": "conversion", "amount": -1}]}
+    async with httpx.AsyncClient(base_url=url, timeout=20) as web:
+        private_broker.pause()  # SIGSTOP: connections stay open, nothing answers
+        try:
+            single = await web.post("/v1/conversions", json=conversion(), headers=auth)
+            assert single.status_code == 503 and single.headers["retry-after"] == "3"
+
+            refused = await web.post("/v1/batch", json=batch, headers=auth)
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["retry-after"] == "3"
+            assert refused.headers["content-type"] == "application/problem+json"
+            problem = refused.json()
+            assert "again in 3 s" in problem["detail"]
+            assert [r["status"] for r in problem["results"]] == [
+                "unavailable", "unavailable", "unavailable", "rejected"]
+            assert problem["results"][0]["error"]["retry_after"] == 3
+            assert problem["counts"]["accepted"] == 0
+            await eventually(lambda: _status(web, "/readyz", 503),
+                             message="/readyz stayed ready while the broker was paused")
+        finally:
+            private_broker.resume()
+
+        # SIGCONT: the same batch is now recorded (none of it was remembered as written
+        # while paused, so it is accepted, not a duplicate).
+        attempts: list[list[str]] = []
+
+        async def recorded() -> bool:
+            response = await web.post("/v1/batch", json=batch, headers=auth)
+            if response.status_code in (202, 503):
+                attempts.append([r["status"] for r in response.json()["results"]])
+            return response.status_code == 202 and "unavailable" not in attempts[-1]
+
+        await eventually(recorded, timeout=40, message="no recovery after SIGCONT")
+        first_202 = next(a for a in attempts if "accepted" in a)
+        assert "duplicate" not in first_202 and first_202[3] == "rejected"
+        await eventually(lambda: _status(web, "/readyz", 200), timeout=30,
+                         message="tracker not ready again after SIGCONT")

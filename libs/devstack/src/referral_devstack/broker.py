@@ -6,6 +6,7 @@ must run without idempotence (``KAFKA_ENABLE_IDEMPOTENCE=false``). It listens on
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from pathlib import Path
 from typing import IO
@@ -45,8 +46,20 @@ class EmbeddedBroker:
         wait_for_port(self.host, self.port, timeout=timeout, what="Kafka-protocol broker")
         return self
 
+    def pause(self) -> None:
+        """SIGSTOP: the broker keeps its connections open but answers nothing (a hung
+        broker, as a long GC pause or a frozen VM looks to its clients)."""
+        if self._proc and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        if self._proc and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self._proc and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGCONT)  # a paused process ignores SIGTERM
             self._proc.terminate()
             try:
                 self._proc.wait(5)

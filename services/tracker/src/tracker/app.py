@@ -9,7 +9,8 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from referral_kit.http import health_router, install_problem_handlers
 
-from .api import ingest, links
+from .api import batch, ingest, links
+from .body_limits import RequestBodyLimits
 from .config import TrackerSettings
 from .runtime import TrackerRuntime
 
@@ -31,6 +32,9 @@ def create_app(settings: TrackerSettings | None = None) -> FastAPI:
     app = FastAPI(title="Referral tracker", version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime
     install_problem_handlers(app)
+    app.add_middleware(RequestBodyLimits, default_bytes=settings.max_body_bytes,
+                       by_path={"/v1/batch": settings.max_batch_body_bytes})
+    # Added after the body limits, so CORS wraps them and a browser can read a 413 too.
     # Publishable keys are public and meant for shop pages on any origin; secret-key calls
     # come from servers, which CORS does not concern.
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
@@ -39,4 +43,5 @@ def create_app(settings: TrackerSettings | None = None) -> FastAPI:
     app.include_router(health_router(runtime.readiness))
     app.include_router(links.router)
     app.include_router(ingest.router)
+    app.include_router(batch.router)
     return app

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from referral_events import CodeSource
+from dataclasses import dataclass
+
+from referral_events import CodeSource, ReferralCodeEntry
 from referral_events.identity import code_from_click_id
 
 from .links import is_well_formed_code
@@ -41,3 +43,28 @@ def referral_code_of(*, code: str | None, click_id: str | None) -> tuple[str, Co
     raise CodeUnresolved(
         "one of code or click_id is required: send the referral code (e.g. from a coupon "
         "field) or the click id (the rclid parameter or the ref_click cookie).", field="code")
+
+
+@dataclass(frozen=True, slots=True)
+class ClickRefused:
+    """Why a click cannot be recorded for a code (``status``: 403 or 422); callers put
+    the field's name before ``detail``."""
+
+    status: int
+    title: str
+    detail: str
+
+
+def click_refusal(entry: ReferralCodeEntry | None, *, program_id: str, code: str
+                  ) -> ClickRefused | None:
+    """None when ``code`` (registry ``entry``) may record a click for ``program_id``: it must
+    be an active code of that programme. A key never records clicks for another's codes."""
+    if entry is not None and entry.program_id != program_id:
+        return ClickRefused(403, "Forbidden",
+                            f"Referral code {code!r} belongs to another programme than this "
+                            "key; use that programme's key.")
+    if entry is None or not entry.active:
+        return ClickRefused(422, "Unknown referral code",
+                            f"{code!r} is not an active referral code of programme "
+                            f"{program_id}; send the code from the referral link.")
+    return None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 from referral_kit.settings import PlatformSettings
+
+from .rate_limits import Budget, parse_budget
 
 DEFAULT_IP_HASH_SALT = "local-dev-salt"
 
@@ -40,6 +42,41 @@ class TrackerSettings(PlatformSettings):
     recent_writes: int = Field(
         100_000, ge=0, description="Idempotency keys remembered to answer 'duplicate'."
     )
+    click_dedupe_seconds: int = Field(
+        3600, ge=0, description="A visitor's repeat click of one code within this time is "
+                                "counted once (same click id); 0 turns this off.",
+    )
+    click_dedupe_capacity: int = Field(
+        200_000, ge=0, description="(code, visitor) pairs remembered for click dedupe.",
+    )
+    rate_limit_publishable: str = Field(
+        "600/second", description="Events per publishable key per replica ('N/second', "
+                                  "'N/minute'…; 0 or 'unlimited' for none).",
+    )
+    rate_limit_secret: str = Field(
+        "50000/second", description="Events per secret key per replica (a batch of 500 costs "
+                                    "500); 0 or 'unlimited' for none.",
+    )
+    max_body_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest request body of the single-event endpoints."
+    )
+    max_batch_body_bytes: int = Field(
+        2 * 1024 * 1024, ge=1024, description="Largest request body of POST /v1/batch."
+    )
+
+    @field_validator("rate_limit_publishable", "rate_limit_secret")
+    @classmethod
+    def _budget_parses(cls, value: str) -> str:
+        parse_budget(value)
+        return value
+
+    @property
+    def publishable_budget(self) -> Budget | None:
+        return parse_budget(self.rate_limit_publishable)
+
+    @property
+    def secret_budget(self) -> Budget | None:
+        return parse_budget(self.rate_limit_secret)
 
     @model_validator(mode="after")
     def _refuse_default_salt_in_production(self) -> TrackerSettings:

@@ -1,15 +1,24 @@
 """Turning what the tracker receives into events on their topics.
 
 Every event carries a deterministic id derived from its idempotency key, so a replay
-(a retry after a 503, another replica, a duplicate post) is a no-op downstream.
+(a retry after a 503, another replica, a duplicate post) is a no-op downstream. Events are
+built by the ``*_event`` methods and sent by the ``record_*`` methods one at a time, or by
+:mod:`tracker.batch` many at once.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from referral_events import (
     ClickRecorded,
     ConversionRecorded,
     ConversionReversed,
+    Envelope,
+    Topic,
     TopicRegistry,
     derived_id,
     new_event,
@@ -21,45 +30,98 @@ from . import metrics
 from .codes import referral_code_of
 from .links import trim_user_agent
 from .publisher import EventPublisher
-from .recent import RecentWrites, WriteStatus
+from .recent import RecentClicks, RecentWrites, WriteStatus
 from .schemas import ConversionIn, ReversalIn
 
 SOURCE = "tracker"
 
 
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One event ready to publish: its topic, its key, and (for idempotent writes) the
+    idempotency key under which this replica remembers it."""
+
+    topic: Topic
+    key: str
+    envelope: Envelope[Any]
+    idempotency_key: str = ""
+
+    def message(self) -> tuple[Topic, str, Envelope[Any]]:
+        return self.topic, self.key, self.envelope
+
+
+@dataclass(frozen=True, slots=True)
+class ClickOutcome:
+    click_id: str
+    counted: bool
+    """False when this was a repeat of a recent click by the same visitor (not published)."""
+
+
 class ReferralIngest:
-    """Records clicks, conversions and reversals; each method returns only after the
-    broker acknowledged the event, or raises :class:`~tracker.publisher.BrokerUnavailable`."""
+    """Records clicks, conversions and reversals; each ``record_*`` method returns only
+    after the broker acknowledged the event, or raises
+    :class:`~tracker.publisher.BrokerUnavailable`."""
 
     def __init__(self, *, publisher: EventPublisher, topics: TopicRegistry, hash_salt: str,
-                 recent: RecentWrites) -> None:
-        self._publisher = publisher
-        self._topics = topics
+                 recent: RecentWrites, clicks: RecentClicks | None = None) -> None:
+        self.publisher = publisher
+        self.topics = topics
         self._salt = hash_salt
-        self._recent = recent
+        self.recent = recent
+        self.clicks = clicks or RecentClicks(seconds=0, capacity=0)
 
     def _hash(self, value: str | None) -> str | None:
         return ip_hash(value, self._salt) if value else None
 
-    async def record_click(self, *, program_id: str, code: str, channel: str,
-                           utm: dict[str, str], visitor_id: str | None, ip: str | None,
-                           user_agent: str | None, via: str) -> str:
-        """Publish a ClickRecorded keyed by ``code``; returns its fresh click id."""
+    def repeat_key(self, code: str, visitor: str | None) -> str | None:
+        """Key of the click-dedupe memory for ``visitor`` (a cookie, a page's visitor id, or
+        IP + user agent) clicking ``code``; None when there is nobody to recognise. Only a
+        salted hash of the visitor is kept in memory."""
+        if not visitor or not self.clicks.enabled:
+            return None
+        return f"{code}:{self._hash(visitor)}"
+
+    def click_event(self, *, program_id: str, code: str, channel: str, utm: dict[str, str],
+                    visitor_id: str | None, ip: str | None, user_agent: str | None,
+                    occurred_at: datetime | None = None) -> tuple[str, Outgoing]:
+        """A fresh click id and its ClickRecorded, keyed by ``code``."""
         click = ClickRecorded(
             click_id=new_click_id(code), program_id=program_id, code=code, channel=channel,
             utm=utm, visitor_hash=self._hash(visitor_id), ip_hash=self._hash(ip),
-            user_agent=trim_user_agent(user_agent), occurred_at=utcnow(),
+            user_agent=trim_user_agent(user_agent), occurred_at=occurred_at or utcnow(),
         )
         event = new_event(click, source=SOURCE, id=derived_id("click", click.click_id))
-        await self._publisher.publish(self._topics.clicks, key=code, envelope=event)
-        metrics.CLICKS.labels(via=via).inc()
-        return click.click_id
+        return click.click_id, Outgoing(self.topics.clicks, code, event)
 
-    async def record_conversion(self, *, program_id: str, conversion: ConversionIn
-                                ) -> WriteStatus:
-        """Publish a ConversionRecorded keyed by its referral code, once per
-        (programme, conversion id). Raises :class:`~tracker.codes.CodeUnresolved` when
-        neither ``code`` nor ``click_id`` names a code."""
+    async def record_click(self, *, program_id: str, code: str, channel: str,
+                           utm: dict[str, str], visitor_id: str | None, ip: str | None,
+                           user_agent: str | None, via: str,
+                           repeat_keys: Sequence[str | None] = ()) -> ClickOutcome:
+        """Publish a ClickRecorded keyed by ``code`` and return its fresh click id, unless
+        the visitor of the first of ``repeat_keys`` (see :meth:`repeat_key`) clicked
+        recently: then return that click's id and publish nothing. The click is remembered
+        under every key (a first visit by IP + user agent, and by the cookie it is given)."""
+
+        async def publish() -> str:
+            click_id, outgoing = self.click_event(
+                program_id=program_id, code=code, channel=channel, utm=utm,
+                visitor_id=visitor_id, ip=ip, user_agent=user_agent)
+            await self.publisher.publish(outgoing.topic, key=outgoing.key,
+                                         envelope=outgoing.envelope)
+            return click_id
+
+        keys = [key for key in repeat_keys if key]
+        if not keys:
+            click_id, counted = await publish(), True
+        else:
+            click_id, counted = await self.clicks.once(keys[0], publish, also=keys[1:])
+        (metrics.CLICKS if counted else metrics.REPEAT_CLICKS).labels(via=via).inc()
+        return ClickOutcome(click_id, counted)
+
+    def conversion_event(self, *, program_id: str, conversion: ConversionIn) -> Outgoing:
+        """The ConversionRecorded, keyed by its referral code. Raises
+        :class:`~tracker.codes.CodeUnresolved` when neither ``code`` nor ``click_id``
+        names a code."""
         code, code_source = referral_code_of(code=conversion.code, click_id=conversion.click_id)
         data = ConversionRecorded(
             program_id=program_id, conversion_id=conversion.conversion_id, code=code,
@@ -70,18 +132,21 @@ class ReferralIngest:
         )
         event = new_event(data, source=SOURCE,
                           id=derived_id("conversion", program_id, conversion.conversion_id))
+        return Outgoing(self.topics.conversions, code, event,
+                        f"conversion:{program_id}:{conversion.conversion_id}")
 
-        async def publish() -> None:
-            await self._publisher.publish(self._topics.conversions, key=code, envelope=event)
-
-        status = await self._recent.write_once(
-            f"conversion:{program_id}:{conversion.conversion_id}", publish)
+    async def record_conversion(self, *, program_id: str, conversion: ConversionIn
+                                ) -> WriteStatus:
+        """Publish a ConversionRecorded keyed by its referral code, once per
+        (programme, conversion id)."""
+        outgoing = self.conversion_event(program_id=program_id, conversion=conversion)
+        status = await self._write_once(outgoing)
         metrics.CONVERSIONS.labels(status=status.value).inc()
         return status
 
-    async def record_reversal(self, *, program_id: str, reversal: ReversalIn) -> WriteStatus:
-        """Publish a ConversionReversed keyed ``program_id:conversion_id``, once per
-        reversal (its ``reversal_id``, else its reason and amount)."""
+    def reversal_event(self, *, program_id: str, reversal: ReversalIn) -> Outgoing:
+        """The ConversionReversed keyed ``program_id:conversion_id``; its idempotency key
+        is its ``reversal_id``, else its reason and amount."""
         data = ConversionReversed(
             program_id=program_id, conversion_id=reversal.conversion_id, reason=reversal.reason,
             amount=reversal.amount, occurred_at=reversal.occurred_at or utcnow(),
@@ -91,10 +156,18 @@ class ReferralIngest:
         event = new_event(data, source=SOURCE,
                           id=derived_id("reversal", program_id, reversal.conversion_id, which))
         key = f"{program_id}:{reversal.conversion_id}"
+        return Outgoing(self.topics.reversals, key, event, f"reversal:{key}:{which}")
 
-        async def publish() -> None:
-            await self._publisher.publish(self._topics.reversals, key=key, envelope=event)
-
-        status = await self._recent.write_once(f"reversal:{key}:{which}", publish)
+    async def record_reversal(self, *, program_id: str, reversal: ReversalIn) -> WriteStatus:
+        """Publish a ConversionReversed, once per reversal."""
+        outgoing = self.reversal_event(program_id=program_id, reversal=reversal)
+        status = await self._write_once(outgoing)
         metrics.REVERSALS.labels(status=status.value).inc()
         return status
+
+    async def _write_once(self, outgoing: Outgoing) -> WriteStatus:
+        async def publish() -> None:
+            await self.publisher.publish(outgoing.topic, key=outgoing.key,
+                                         envelope=outgoing.envelope)
+
+        return await self.recent.write_once(outgoing.idempotency_key, publish)

@@ -16,3 +16,11 @@ PUBLISH_SECONDS = Histogram(
     "tracker_publish_seconds", "Time from send to the broker's acknowledgement",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+REPEAT_CLICKS = Counter("tracker_clicks_deduplicated_total",
+                        "Repeat clicks of one code by one visitor within the dedupe window "
+                        "(answered with the first click's id, not published)", ["via"])
+BATCH_EVENTS = Counter("tracker_batch_events_total", "Events received in batches, by outcome",
+                       ["status"])
+RATE_LIMITED = Counter("tracker_rate_limited_total", "Requests refused with 429", ["key_kind"])
+OVERSIZED_BODIES = Counter("tracker_oversized_bodies_total",
+                           "Requests refused with 413 (body over the limit)")

@@ -1,17 +1,26 @@
-"""Idempotency keys this replica has recently had acknowledged by the broker.
+"""What this replica recently had acknowledged by the broker, to answer repeats without
+sending them again.
 
 Only an answer, not the guarantee: events of one write carry a deterministic id
 (``derived_id``), so downstream consumers drop a replay whichever replica sent it. This
-memory lets a replica answer ``duplicate`` to a retry, and lets concurrent retries of the
-same write share one send instead of racing.
+memory lets a replica answer ``duplicate`` to a retry, give a repeated click the id of the
+first one, and lets concurrent repeats of one write share a single send instead of racing.
+
+Both memories are bounded (cachetools): least recently used idempotency keys, and repeat
+clicks for a fixed time after the first.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from enum import StrEnum
+from typing import Generic, TypeVar
+
+from cachetools import LRUCache, TTLCache
+
+V = TypeVar("V")
 
 
 class WriteStatus(StrEnum):
@@ -19,45 +28,107 @@ class WriteStatus(StrEnum):
     DUPLICATE = "duplicate"
 
 
-class RecentWrites:
-    """A bounded, least-recently-used set of acknowledged keys plus the writes in flight."""
+class AcknowledgedMemory(Generic[V]):
+    """Keys whose write the broker acknowledged (with a value each), plus writes in flight.
 
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._done: OrderedDict[str, None] = OrderedDict()
-        self._in_flight: dict[str, asyncio.Future[None]] = {}
+    Two ways to use it: :meth:`once` around one write, or, for many writes sent together,
+    :meth:`recall` / :meth:`pending` / :meth:`begin` / :meth:`settle` by hand. ``store`` None
+    disables the memory (nothing is recalled, nothing waits).
+    """
+
+    def __init__(self, store: MutableMapping[str, V] | None) -> None:
+        self._store = store
+        self._in_flight: dict[str, asyncio.Future[V | None]] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self._store is not None
 
     def __contains__(self, key: str) -> bool:
-        return key in self._done
+        return self._store is not None and key in self._store
 
-    async def write_once(self, key: str, write: Callable[[], Awaitable[None]]) -> WriteStatus:
-        """Run ``write`` unless ``key`` was written (or is being written) already.
+    def recall(self, key: str) -> V | None:
+        """The value of ``key``'s acknowledged write, if remembered."""
+        return None if self._store is None else self._store.get(key)
+
+    def pending(self, key: str) -> asyncio.Future[V | None] | None:
+        """The write of ``key`` in flight: it resolves to its value, or None if it failed."""
+        return self._in_flight.get(key)
+
+    def begin(self, key: str) -> None:
+        """Mark ``key`` as being written; the caller must :meth:`settle` it."""
+        if self._store is not None:
+            self._in_flight[key] = asyncio.get_running_loop().create_future()
+
+    def settle(self, key: str, value: V | None, *, also: Sequence[str] = ()) -> None:
+        """End ``key``'s write: remember ``value`` (None: it failed), also under the keys
+        ``also`` (other names of the same thing), and wake the waiters of ``key``."""
+        if self._store is None:
+            return
+        if value is not None:
+            self._store[key] = value
+            for alias in also:
+                self._store[alias] = value
+        done = self._in_flight.pop(key, None)
+        if done is not None and not done.done():
+            done.set_result(value)
+
+    async def once(self, key: str, write: Callable[[], Awaitable[V]], *,
+                   also: Sequence[str] = ()) -> tuple[V, bool]:
+        """``write``'s value and True, unless ``key`` was written (or is being written)
+        already: then the earlier value and False.
 
         A write that raises is not remembered, so a retry runs it again; a call arriving
-        while the same key is in flight waits for it, then answers ``duplicate`` if it
+        while the same key is in flight waits for it, then answers with its value if it
         succeeded or runs its own write if it failed.
         """
+        if self._store is None:
+            return await write(), True
         while True:
-            if key in self._done:
-                self._done.move_to_end(key)
-                return WriteStatus.DUPLICATE
-            pending = self._in_flight.get(key)
+            value = self.recall(key)
+            if value is not None:
+                return value, False
+            pending = self.pending(key)
             if pending is None:
                 break
-            await asyncio.wait([pending])
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._in_flight[key] = done
+            await asyncio.wait([pending])  # not cancelled if this caller is
+            if (value := pending.result()) is not None:
+                return value, False
+        self.begin(key)
+        value = None
         try:
-            await write()
-            self._remember(key)
+            value = await write()
         finally:
-            del self._in_flight[key]
-            done.set_result(None)
-        return WriteStatus.ACCEPTED
+            self.settle(key, value, also=also)
+        return value, True
 
-    def _remember(self, key: str) -> None:
-        if self._capacity <= 0:
-            return
-        self._done[key] = None
-        if len(self._done) > self._capacity:
-            self._done.popitem(last=False)
+
+class RecentWrites(AcknowledgedMemory[bool]):
+    """The idempotency keys of the ``capacity`` most recently used acknowledged writes (a
+    recalled key counts as used, so a write retried often stays remembered)."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(LRUCache(capacity) if capacity > 0 else None)
+
+    async def write_once(self, key: str, write: Callable[[], Awaitable[None]]) -> WriteStatus:
+        """Run ``write`` unless ``key`` was written (or is being written) already."""
+
+        async def acknowledged() -> bool:
+            await write()
+            return True
+
+        _, fresh = await self.once(key, acknowledged)
+        return WriteStatus.ACCEPTED if fresh else WriteStatus.DUPLICATE
+
+
+class RecentClicks(AcknowledgedMemory[str]):
+    """Click ids by (code, visitor) for ``seconds`` after the click was recorded.
+
+    The window starts at the counted click and a repeat does not extend it: a visitor who
+    keeps clicking is counted again once an hour (by default), not never again.
+    """
+
+    def __init__(self, *, seconds: float, capacity: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        enabled = seconds > 0 and capacity > 0
+        super().__init__(TTLCache(capacity, seconds, timer=clock) if enabled else None)

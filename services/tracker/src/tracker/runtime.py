@@ -15,8 +15,10 @@ from referral_kit.registry_cache import RegistryCache
 
 from .config import TrackerSettings
 from .ingest import ReferralIngest
+from .keys import KeyKind
 from .publisher import EventPublisher
-from .recent import RecentWrites
+from .rate_limits import KeyBudget
+from .recent import RecentClicks, RecentWrites
 
 log = structlog.get_logger(__name__)
 
@@ -30,7 +32,12 @@ class TrackerRuntime:
             publisher=self.publisher, topics=self.topics,
             hash_salt=settings.ip_hash_salt.get_secret_value(),
             recent=RecentWrites(settings.recent_writes),
+            clicks=RecentClicks(seconds=settings.click_dedupe_seconds,
+                                capacity=settings.click_dedupe_capacity),
         )
+        self.budgets = {KeyKind.PUBLISHABLE: KeyBudget(settings.publishable_budget),
+                        KeyKind.SECRET: KeyBudget(settings.secret_budget)}
+        """Per-key event budgets of this replica, by kind of key."""
         self.registry: RegistryCache | None = None
         """Set once the registry topic has been read to its end; None before."""
         self._connector: asyncio.Task[None] | None = None
@@ -51,10 +58,12 @@ class TrackerRuntime:
                                    self.settings.send_timeout_seconds + 5)
 
     async def readiness(self) -> dict[str, bool]:
-        """``broker``: the producer can reach a broker; ``registry``: caught up once."""
+        """``broker``: a broker answers the producer now; ``registry``: caught up once and
+        still being read (a dead reader would leave the view silently stale)."""
+        registry = self.registry
         return {
             "broker": await self.publisher.reachable(),
-            "registry": self.registry is not None and self.registry.ready,
+            "registry": registry is not None and registry.ready and registry.alive,
         }
 
     async def _connect(self) -> None:

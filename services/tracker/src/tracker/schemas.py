@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
 from referral_events import Customer, ReversalReason
 from referral_events.base import Currency, Identifier, MinorUnits, ReferralCode, UtcDateTime
 
@@ -71,3 +81,98 @@ class ReversalIn(BaseModel):
 class WriteAccepted(BaseModel):
     status: WriteStatus
 
+
+
+MAX_BATCH_EVENTS = 1000
+
+
+class BatchClick(ClickIn):
+    """A click relayed by the platform's server: it may say whose browser clicked, and when."""
+
+    type: Literal["click"]
+    ip: IpAddress | None = Field(None, description="The visitor's IP; stored only hashed.")
+    user_agent: str | None = Field(None, max_length=1000)
+    occurred_at: UtcDateTime | None = None
+
+
+class BatchConversion(ConversionIn):
+    type: Literal["conversion"]
+
+
+class BatchReversal(ReversalIn):
+    type: Literal["reversal"]
+
+
+BatchEvent = Annotated[BatchClick | BatchConversion | BatchReversal,
+                       Field(discriminator="type")]
+_EVENT_TYPES = ("click", "conversion", "reversal")
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidEvent:
+    """A batch item that failed validation; ``field`` is relative to the item."""
+
+    field: str | None
+    message: str
+
+    @classmethod
+    def from_error(cls, exc: ValidationError) -> InvalidEvent:
+        first = exc.errors(include_url=False)[0]
+        if first["type"] == "union_tag_not_found":
+            return cls("type", f"is required: one of {', '.join(_EVENT_TYPES)}")
+        if first["type"] == "union_tag_invalid":
+            return cls("type", f"must be one of {', '.join(_EVENT_TYPES)}")
+        loc = [str(p) for p in first["loc"]]
+        if loc and loc[0] in _EVENT_TYPES:
+            loc = loc[1:]  # the discriminated union's tag, not a field
+        return cls(".".join(loc) or None, str(first["msg"]))
+
+
+def _keep_invalid(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    # One bad item must not fail its batch: it becomes an InvalidEvent, reported by index.
+    try:
+        return handler(value)
+    except ValidationError as exc:
+        return InvalidEvent.from_error(exc)
+
+
+if TYPE_CHECKING:
+    BatchItem = BatchClick | BatchConversion | BatchReversal | InvalidEvent
+else:
+    BatchItem = Annotated[BatchEvent, WrapValidator(_keep_invalid)]
+
+
+class BatchIn(BaseModel):
+    """Up to 1,000 mixed events of one programme (secret key), each validated on its own."""
+
+    events: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH_EVENTS)
+
+
+class ItemStatus(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+    UNAVAILABLE = "unavailable"
+
+
+class ItemProblem(BaseModel):
+    """Why an item was not recorded, shaped like the problem details of a single request."""
+
+    title: str
+    status: int
+    detail: str
+    field: str | None = Field(None, description="e.g. events[2].amount")
+    retry_after: int | None = Field(None, description="Seconds to wait before sending the "
+                                                      "item again (unavailable items).")
+
+
+class BatchItemResult(BaseModel):
+    index: int
+    status: ItemStatus
+    click_id: str | None = Field(None, description="For clicks accepted or deduplicated.")
+    error: ItemProblem | None = None
+
+
+class BatchAnswer(BaseModel):
+    counts: dict[ItemStatus, int]
+    results: list[BatchItemResult]

@@ -1,4 +1,5 @@
-"""Dependencies shared by the tracker's views: the runtime, the registry, API keys."""
+"""Dependencies shared by the tracker's views: the runtime, the registry, API keys and
+their event budgets."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from referral_events import ProgramEntry
 from referral_kit.http import ProblemError
 from referral_kit.registry_cache import RegistryCache
 
+from .. import metrics
 from ..keys import KeyKind, KeyRefused, program_for_key
+from ..rate_limits import RateLimited
 from ..runtime import TrackerRuntime
 
 
-def _runtime(request: Request) -> TrackerRuntime:
+async def _runtime(request: Request) -> TrackerRuntime:
     runtime: TrackerRuntime = request.app.state.runtime
     return runtime
 
@@ -30,7 +33,7 @@ def unavailable(runtime: TrackerRuntime, detail: str) -> ProblemError:
                         headers={"Retry-After": str(seconds)})
 
 
-def _registry(runtime: Runtime) -> RegistryCache:
+async def _registry(runtime: Runtime) -> RegistryCache:
     if runtime.registry is None:
         raise unavailable(runtime, "The tracker is still loading programmes from the broker.")
     return runtime.registry
@@ -45,7 +48,7 @@ def _refused(exc: KeyRefused, *, scheme: str) -> ProblemError:
     return ProblemError(401, "Unauthorized", exc.detail, headers={"WWW-Authenticate": scheme})
 
 
-def _secret_key_program(
+async def _secret_key_program(
     registry: Registry,
     authorization: Annotated[str | None, Header()] = None,
 ) -> ProgramEntry:
@@ -64,7 +67,7 @@ def _secret_key_program(
         raise _refused(exc, scheme="Bearer") from None
 
 
-def _publishable_key_program(
+async def _publishable_key_program(
     registry: Registry,
     x_publishable_key: Annotated[str | None, Header()] = None,
 ) -> ProgramEntry:
@@ -75,5 +78,40 @@ def _publishable_key_program(
         raise _refused(exc, scheme="X-Publishable-Key") from None
 
 
-SecretKeyProgram = Annotated[ProgramEntry, Depends(_secret_key_program)]
-PublishableKeyProgram = Annotated[ProgramEntry, Depends(_publishable_key_program)]
+def charge(runtime: TrackerRuntime, program: ProgramEntry, kind: KeyKind, events: int) -> None:
+    """Take ``events`` from the key's budget, or refuse the request with 429 + Retry-After."""
+    try:
+        runtime.budgets[kind].spend(f"{kind}:{program.program_id}", events)
+    except RateLimited as exc:
+        metrics.RATE_LIMITED.labels(key_kind=kind.value).inc()
+        if exc.never_fits:
+            detail = (f"This request carries {exc.cost} events, more than the whole budget "
+                      f"of this {kind} key ({exc.budget} events per tracker replica); send "
+                      f"at most {exc.budget.events} events per request.")
+        else:
+            detail = (f"This {kind} key used up its budget of {exc.budget} events (per "
+                      f"tracker replica). Nothing was recorded; send again in "
+                      f"{exc.retry_after} s and spread the events out over time.")
+        raise ProblemError(429, "Too many requests", detail,
+                           headers={"Retry-After": str(exc.retry_after)}) from None
+
+
+def _charged_secret_key_program(program: Annotated[ProgramEntry, Depends(_secret_key_program)],
+                                runtime: Runtime) -> ProgramEntry:
+    charge(runtime, program, KeyKind.SECRET, 1)
+    return program
+
+
+def _charged_publishable_key_program(
+    program: Annotated[ProgramEntry, Depends(_publishable_key_program)], runtime: Runtime,
+) -> ProgramEntry:
+    charge(runtime, program, KeyKind.PUBLISHABLE, 1)
+    return program
+
+
+SecretKeyProgram = Annotated[ProgramEntry, Depends(_charged_secret_key_program)]
+"""The programme of the request's secret key, one event charged to its budget."""
+PublishableKeyProgram = Annotated[ProgramEntry, Depends(_charged_publishable_key_program)]
+"""The programme of the request's publishable key, one event charged to its budget."""
+BatchSenderProgram = Annotated[ProgramEntry, Depends(_secret_key_program)]
+"""The programme of the request's secret key; the view charges one event per item."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from referral_kit.http import ProblemError
 
-from ..codes import CodeUnresolved
+from ..codes import CodeUnresolved, click_refusal
 from ..links import DEFAULT_CHANNEL, channel_from, utm_from_url
 from ..publisher import BrokerUnavailable
 from ..schemas import ClickAccepted, ClickIn, ConversionIn, ReversalIn, WriteAccepted
@@ -18,28 +18,29 @@ BROKER_AWAY = "The event broker did not acknowledge the event in time."
 @router.post("/clicks", status_code=202, response_model=ClickAccepted)
 async def record_click(body: ClickIn, program: PublishableKeyProgram, registry: Registry,
                        runtime: Runtime, request: Request) -> ClickAccepted:
-    """A click seen by the platform's page script; the code must be one of the key's programme."""
-    entry = registry.code(body.code)
-    if entry is not None and entry.program_id != program.program_id:
-        raise ProblemError(403, "Forbidden",
-                           f"Referral code {body.code!r} belongs to another programme than "
-                           "this publishable key; use that programme's key.", field="code")
-    if entry is None or not entry.active:
-        raise ProblemError(422, "Unknown referral code",
-                           f"code: {body.code!r} is not an active referral code of programme "
-                           f"{program.program_id}; send the code from the referral link.",
+    """A click seen by the platform's page script; the code must be one of the key's
+    programme. The same visitor (``visitor_id``, else IP + user agent) clicking the same code
+    again within the dedupe window gets the first click's id and is not counted again."""
+    refused = click_refusal(registry.code(body.code), program_id=program.program_id,
+                            code=body.code)
+    if refused:
+        raise ProblemError(refused.status, refused.title, f"code: {refused.detail}",
                            field="code")
+    ip = request.client.host if request.client else None
+    user_agent = request.headers.get("user-agent")
+    visitor = (f"page:{body.visitor_id}" if body.visitor_id
+               else f"ipua:{ip}|{user_agent or ''}" if ip else None)
     try:
-        click_id = await runtime.ingest.record_click(
+        outcome = await runtime.ingest.record_click(
             program_id=program.program_id, code=body.code,
             channel=channel_from(body.channel) if body.channel else DEFAULT_CHANNEL,
-            utm=utm_from_url(body.url), visitor_id=body.visitor_id,
-            ip=request.client.host if request.client else None,
-            user_agent=request.headers.get("user-agent"), via="api",
+            utm=utm_from_url(body.url), visitor_id=body.visitor_id, ip=ip,
+            user_agent=user_agent, via="api",
+            repeat_keys=[runtime.ingest.repeat_key(body.code, visitor)],
         )
     except BrokerUnavailable:
         raise unavailable(runtime, BROKER_AWAY) from None
-    return ClickAccepted(click_id=click_id)
+    return ClickAccepted(click_id=outcome.click_id)
 
 
 @router.post("/conversions", status_code=202, response_model=WriteAccepted)

@@ -67,15 +67,23 @@ async def follow_referral_link(code: str, request: Request, runtime: Runtime) ->
         target = landing_url_for(str(program.landing_url), code=code, click_id=None, utm=utm)
         return RedirectResponse(target, status_code=302, headers=no_store)
 
-    visitor_id = request.cookies.get(VISITOR_COOKIE) or secrets.token_urlsafe(16)
+    known_visitor = request.cookies.get(VISITOR_COOKIE)
+    visitor_id = known_visitor or secrets.token_urlsafe(16)
+    ip = request.client.host if request.client else None
+    # A repeat visit within the dedupe window keeps its first click (and is not counted):
+    # recognised by the visitor cookie, else by IP + user agent (cookies may be refused);
+    # a first visit is remembered under both, since its next visit brings the new cookie.
+    repeat_keys = [runtime.ingest.repeat_key(code, f"vid:{visitor_id}")]
+    if not known_visitor:
+        repeat_keys.insert(0, runtime.ingest.repeat_key(code, f"ipua:{ip}|{user_agent}"))
     click_id: str | None
     try:
-        click_id = await runtime.ingest.record_click(
+        outcome = await runtime.ingest.record_click(
             program_id=program.program_id, code=code, channel=channel_from(query.get("ch")),
-            utm=utm, visitor_id=visitor_id,
-            ip=request.client.host if request.client else None,
-            user_agent=user_agent, via="link",
+            utm=utm, visitor_id=visitor_id, ip=ip, user_agent=user_agent, via="link",
+            repeat_keys=repeat_keys,
         )
+        click_id = outcome.click_id
     except BrokerUnavailable:
         # The visitor still lands (losing a customer is worse than losing a count), but
         # without a click id: no id is handed out for a click the platform never recorded.

@@ -13,6 +13,7 @@ from notifier.delivery import Delivery
 from notifier.notifications import NotificationStore
 from notifier.outcomes import OutcomeAnnouncer
 from notifier.smtp import SmtpSender
+from notifier.unsubscribe import SuppressionList, UnsubscribeTokens
 from referral_kit.kafka import make_producer
 from referral_kit.migrations import migrate
 
@@ -51,6 +52,12 @@ async def notifier_db(database_url) -> AsyncIterator[asyncpg.Pool]:
         await pool.close()
 
 
+def unsubscribe_tokens(settings) -> UnsubscribeTokens:
+    return UnsubscribeTokens(settings.unsubscribe_secret.get_secret_value(),
+                             max_age_days=settings.unsubscribe_token_days,
+                             public_url=settings.public_url)
+
+
 @pytest.fixture
 async def delivery(notifier_settings, notifier_db, topics) -> AsyncIterator[Delivery]:
     """The reward handler wired to real PostgreSQL, SMTP and broker, without a consumer."""
@@ -60,7 +67,8 @@ async def delivery(notifier_settings, notifier_db, topics) -> AsyncIterator[Deli
     try:
         yield Delivery(store=NotificationStore(notifier_db), sender=sender,
                        announcer=OutcomeAnnouncer(producer, topics.notifications),
-                       settings=notifier_settings)
+                       settings=notifier_settings, tokens=unsubscribe_tokens(notifier_settings),
+                       suppressions=SuppressionList(notifier_db))
     finally:
         await sender.close()
         await producer.stop()

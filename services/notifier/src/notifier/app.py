@@ -19,6 +19,8 @@ from .notifications import NotificationStore
 from .outcomes import OutcomeAnnouncer
 from .smtp import SmtpSender
 from .supervision import SupervisedConsumer
+from .unsubscribe import SuppressionList, UnsubscribeTokens
+from .unsubscribe_pages import unsubscribe_router
 
 SCHEMA = "notifier"
 
@@ -35,6 +37,9 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     settings = settings or NotifierSettings()
     topics = settings.topic_registry()
     state: dict[str, object] = {}
+    tokens = UnsubscribeTokens(settings.unsubscribe_secret.get_secret_value(),
+                               max_age_days=settings.unsubscribe_token_days,
+                               public_url=settings.public_url)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,9 +56,10 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
             stack.push_async_callback(producer.stop)
             sender = _smtp_sender(settings)
             stack.push_async_callback(sender.close)
+            suppressions = SuppressionList(pool)
             delivery = Delivery(store=NotificationStore(pool), sender=sender,
                                 announcer=OutcomeAnnouncer(producer, topics.notifications),
-                                settings=settings)
+                                settings=settings, tokens=tokens, suppressions=suppressions)
             consumer = SupervisedConsumer(lambda: EventConsumer(
                 settings=settings, topics=[topics.rewards],
                 group_id=f"{settings.topic_prefix}notifier", name="notifier",
@@ -61,7 +67,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
                 max_backoff_s=settings.retry_max_backoff_seconds))
             await consumer.start()
             stack.push_async_callback(consumer.stop)
-            state.update(pool=pool, consumer=consumer)
+            state.update(pool=pool, consumer=consumer, suppressions=suppressions)
             stack.callback(state.clear)  # first thing on shutdown: stop answering ready
             yield
 
@@ -80,5 +86,10 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
             checks["consumer"] = consumer.running
         return checks
 
+    def suppressions() -> SuppressionList | None:
+        found = state.get("suppressions")
+        return found if isinstance(found, SuppressionList) else None
+
     app.include_router(health_router(readiness))
+    app.include_router(unsubscribe_router(tokens, suppressions))
     return app

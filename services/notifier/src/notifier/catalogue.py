@@ -42,6 +42,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "reason.refund": "the order was refunded",
         "reason.chargeback": "the payment was charged back",
         "reason.cancellation": "the order was cancelled",
+        "unsubscribe": 'Unsubscribe from these emails',
+        "unsubscribe.confirm.title": 'Stop emails about your rewards from {program}?',
+        "unsubscribe.confirm.body": 'You will still earn rewards; you just will not get these '
+                                    'emails any more.',
+        "unsubscribe.button": 'Unsubscribe',
+        "unsubscribe.done.title": 'You are unsubscribed',
+        "unsubscribe.done.body": 'You will get no more emails about your rewards from {program}.',
+        "unsubscribe.invalid.title": 'This link does not work',
     },
     "nl": {
         "greeting": "Hallo {name},",
@@ -79,6 +87,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "reason.refund": "de bestelling is terugbetaald",
         "reason.chargeback": "de betaling is teruggeboekt",
         "reason.cancellation": "de bestelling is geannuleerd",
+        "unsubscribe": 'Afmelden voor deze e-mails',
+        "unsubscribe.confirm.title": 'Geen e-mails meer over je beloningen van {program}?',
+        "unsubscribe.confirm.body": 'Je verdient nog steeds beloningen; je krijgt alleen deze '
+                                    'e-mails niet meer.',
+        "unsubscribe.button": 'Afmelden',
+        "unsubscribe.done.title": 'Je bent afgemeld',
+        "unsubscribe.done.body": 'Je krijgt geen e-mails meer over je beloningen van {program}.',
+        "unsubscribe.invalid.title": 'Deze link werkt niet',
     },
     "da": {
         "greeting": "Hej {name},",
@@ -117,6 +133,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "reason.refund": "ordren blev refunderet",
         "reason.chargeback": "betalingen blev tilbageført",
         "reason.cancellation": "ordren blev annulleret",
+        "unsubscribe": 'Afmeld disse e-mails',
+        "unsubscribe.confirm.title": 'Stop e-mails om dine belønninger fra {program}?',
+        "unsubscribe.confirm.body": 'Du optjener stadig belønninger; du får bare ikke disse '
+                                    'e-mails mere.',
+        "unsubscribe.button": 'Afmeld',
+        "unsubscribe.done.title": 'Du er afmeldt',
+        "unsubscribe.done.body": 'Du får ikke flere e-mails om dine belønninger fra {program}.',
+        "unsubscribe.invalid.title": 'Dette link virker ikke',
     },
     "it": {
         "greeting": "Ciao {name},",
@@ -155,5 +179,13 @@ MESSAGES: dict[str, dict[str, str]] = {
         "reason.refund": "l'ordine è stato rimborsato",
         "reason.chargeback": "il pagamento è stato stornato",
         "reason.cancellation": "l'ordine è stato annullato",
+        "unsubscribe": "Annulla l'iscrizione a queste email",
+        "unsubscribe.confirm.title": 'Non ricevere più email sui tuoi premi da {program}?',
+        "unsubscribe.confirm.body": 'Continuerai a guadagnare premi; semplicemente non riceverai '
+                                    'più queste email.',
+        "unsubscribe.button": "Annulla l'iscrizione",
+        "unsubscribe.done.title": 'Iscrizione annullata',
+        "unsubscribe.done.body": 'Non riceverai più email sui tuoi premi da {program}.',
+        "unsubscribe.invalid.title": 'Questo link non funziona',
     },
 }

@@ -38,6 +38,8 @@ class Email:
     subject: str
     text: str
     html: str
+    category: str = "rewards"
+    unsubscribe_url: str | None = None
 
 
 def template_for(event: RewardEvent) -> str | None:
@@ -91,12 +93,18 @@ def _jinja() -> Environment:
                        keep_trailing_newline=True)
 
 
-def compose(event: RewardEvent) -> Email | None:
-    """The email owed for ``event``, or None when no email is due (no address, in review)."""
+def locale_for(event: RewardEvent) -> str:
+    """The recipient's language, else the programme's, else English."""
+    return choose_locale(event.recipient.locale, event.program_locale)
+
+
+def compose(event: RewardEvent, *, unsubscribe_url: str | None = None) -> Email | None:
+    """The email owed for ``event``, or None when no email is due (no address, in review).
+    ``unsubscribe_url`` goes into the footer and the List-Unsubscribe headers."""
     template = template_for(event)
     if template is None or event.recipient.email is None:
         return None
-    locale = choose_locale(event.recipient.locale, event.program_locale)
+    locale = locale_for(event)
     texts = MESSAGES[locale]
     values = {
         "name": event.recipient.name or "",
@@ -110,12 +118,14 @@ def compose(event: RewardEvent) -> Email | None:
                 else texts["greeting_anonymous"])
     context = {"lang": locale, "subject": subject, "greeting": greeting,
                "paragraphs": [texts[f"{template}.body"].format(**values)],
-               "footer": texts["footer"].format(**values)}
+               "footer": texts["footer"].format(**values),
+               "unsubscribe_url": unsubscribe_url, "unsubscribe_text": texts["unsubscribe"]}
     env = _jinja()
     return Email(template=template, locale=locale, program_id=event.program_id,
                  recipient=str(event.recipient.email),
                  subject=subject, text=env.get_template("email.txt.j2").render(context),
-                 html=env.get_template("email.html.j2").render(context))
+                 html=env.get_template("email.html.j2").render(context),
+                 unsubscribe_url=unsubscribe_url)
 
 
 def to_mime(email: Email, *, sender: str, sender_name: str, message_id: str,

@@ -25,6 +25,8 @@ class NotifierSettings(PlatformSettings, DatabaseSettings):
     from_name: str = "Referrals"
     public_url: str = Field("http://127.0.0.1:8003", description="Base of links in emails.")
     unsubscribe_secret: SecretStr = SecretStr(DEFAULT_UNSUBSCRIBE_SECRET)
+    unsubscribe_token_days: int = Field(
+        180, ge=1, le=3650, description="How long an unsubscribe link keeps working.")
     retry_initial_backoff_seconds: float = Field(
         0.2, gt=0, description="First wait after a transient SMTP failure (then doubling).")
     retry_max_backoff_seconds: float = Field(

@@ -31,31 +31,38 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from .compose import Email, compose, to_mime
+from .compose import Email, compose, locale_for, to_mime
 from .config import NotifierSettings
 from .notifications import Notification, NotificationKey, NotificationStore, State
 from .outcomes import OutcomeAnnouncer
 from .smtp import PermanentSmtpError, SmtpSender, TransientSmtpError
+from .unsubscribe import Category, Subscription, SuppressionList, UnsubscribeTokens
 
 log = structlog.get_logger(__name__)
 SENT = Counter("notifier_emails_sent_total", "Emails accepted by SMTP", ["template", "locale"])
 FAILED = Counter("notifier_emails_failed_total", "Emails refused permanently", ["template"])
 SMTP_RETRIES = Counter("notifier_smtp_retries_total", "Transient SMTP failures retried")
+SUPPRESSED = Counter("notifier_emails_suppressed_total", "Emails not sent: recipient unsubscribed",
+                     ["category"])
 
 
 class Delivery:
     """The reward-topic handler: an EventConsumer calls it once per decoded event."""
 
     def __init__(self, *, store: NotificationStore, sender: SmtpSender,
-                 announcer: OutcomeAnnouncer, settings: NotifierSettings) -> None:
+                 announcer: OutcomeAnnouncer, settings: NotifierSettings,
+                 tokens: UnsubscribeTokens, suppressions: SuppressionList) -> None:
         self._store, self._sender, self._announcer = store, sender, announcer
         self._settings = settings
+        self._tokens, self._suppressions = tokens, suppressions
 
     async def __call__(self, envelope: Envelope[Any], _record: Any = None) -> None:
         event = envelope.data
-        if not isinstance(event, RewardEvent):
+        if not isinstance(event, RewardEvent) or event.recipient.email is None:
             return
-        email = compose(event)
+        subscription = Subscription(str(event.recipient.email), event.program_id,
+                                    Category.REWARDS, locale_for(event), event.program_name)
+        email = compose(event, unsubscribe_url=self._tokens.url(subscription))
         if email is None:
             return
         await self.deliver(email, source_event_id=envelope.id)
@@ -69,13 +76,22 @@ class Delivery:
             if notification.state is State.SENT:
                 await self._announcer.sent(notification)
                 return notification
+            if notification.state is State.SUPPRESSED:
+                return notification
             if notification.state is State.FAILED:
                 await self._announcer.failed(notification)
                 raise PoisonEvent(f"SMTP refused the email permanently: "
                                   f"{notification.last_error}", field="data.recipient.email")
+            if await self._suppressions.contains(Subscription(
+                    email.recipient, email.program_id, Category(email.category))):
+                SUPPRESSED.labels(email.category).inc()
+                log.info("recipient unsubscribed; email not sent", template=email.template,
+                         notification_id=notification.id)
+                return await self._store.mark_suppressed(notification.id)
             mime = to_mime(email, sender=self._settings.from_email,
                            sender_name=self._settings.from_name,
-                           message_id=notification.message_id)
+                           message_id=notification.message_id,
+                           unsubscribe_url=email.unsubscribe_url)
             try:
                 await self._send_with_retries(notification, mime)
             except PermanentSmtpError as exc:

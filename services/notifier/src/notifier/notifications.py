@@ -26,6 +26,7 @@ class State(StrEnum):
     QUEUED = "queued"
     SENT = "sent"
     FAILED = "failed"
+    SUPPRESSED = "suppressed"  # the recipient unsubscribed from this category: never sent
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,11 @@ class NotificationStore:
         return await self._update(
             "UPDATE notifications SET state = 'failed', last_error = $2 WHERE id = $1"
             " RETURNING *", notification_id, error[:_ERROR_MAX])
+
+    async def mark_suppressed(self, notification_id: str) -> Notification:
+        return await self._update(
+            "UPDATE notifications SET state = 'suppressed' WHERE id = $1 RETURNING *",
+            notification_id)
 
     async def _update(self, sql: str, notification_id: str, *args: object) -> Notification:
         async with self._pool.acquire() as conn:

@@ -98,3 +98,18 @@ async def test_the_memory_is_bounded() -> None:
     for key in ("a", "b", "c"):
         await clicks.once(key, write)
     assert "a" not in clicks and "b" in clicks and "c" in clicks
+
+
+async def test_replicas_give_one_visitor_the_same_visitor_hash(
+        web: httpx.AsyncClient, tracker_settings, programme: Programme,
+        kafka_bootstrap: str, topics: TopicRegistry) -> None:
+    # Each replica remembers its own clicks, so a repeat reaching another replica is
+    # published again; it carries the same visitor_hash, by which consumers dedupe.
+    web.cookies.clear()
+    first = await web.get(f"/r/{programme.code}")
+    async with running_tracker(tracker_settings) as other_replica:
+        second = await other_replica.get(f"/r/{programme.code}")
+    assert first.cookies["ref_vid"] == second.cookies["ref_vid"]
+    clicks = await read_all(kafka_bootstrap, topics.clicks)
+    assert {c.envelope.data.click_id for c in clicks} == {_click_id(first), _click_id(second)}
+    assert len({c.envelope.data.visitor_hash for c in clicks}) == 1

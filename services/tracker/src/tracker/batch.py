@@ -11,6 +11,7 @@ visitor of the same code within the dedupe window (with the first click's id).
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -53,8 +54,7 @@ class _Repeat:
 
     index: int
     kind: str
-    memory: AcknowledgedMemory[str] | AcknowledgedMemory[bool]
-    memory_key: str
+    write: asyncio.Future[str | None] | asyncio.Future[bool | None]
 
 
 class BatchRecording:
@@ -69,6 +69,8 @@ class BatchRecording:
         self._results: list[BatchItemResult | None] = []
         self._sends: list[_Send] = []
         self._repeats: list[_Repeat] = []
+        self._recorded: Counter[tuple[str, ItemStatus]] = Counter()
+        """Items accepted or found duplicate, by kind: the per-kind counters' increments."""
 
     async def run(self, events: Sequence[BatchItem]) -> list[BatchItemResult]:
         self._results = [None] * len(events)
@@ -89,20 +91,23 @@ class BatchRecording:
         await self._answer_repeats()
         results = [r for r in self._results if r is not None]
         assert len(results) == len(events), "every item gets exactly one result"
-        for result in results:
-            metrics.BATCH_EVENTS.labels(status=result.status.value).inc()
+        self._update_metrics(results)
         return results
 
-    @staticmethod
-    def _count(kind: str, status: ItemStatus) -> None:
-        if kind == "click":
-            if status is ItemStatus.ACCEPTED:
-                metrics.CLICKS.labels(via="batch").inc()
-            elif status is ItemStatus.DUPLICATE:
-                metrics.REPEAT_CLICKS.labels(via="batch").inc()
-        elif status in (ItemStatus.ACCEPTED, ItemStatus.DUPLICATE):
-            counter = metrics.CONVERSIONS if kind == "conversion" else metrics.REVERSALS
-            counter.labels(status=status.value).inc()
+    def _count(self, kind: str, status: ItemStatus) -> None:
+        self._recorded[kind, status] += 1
+
+    def _update_metrics(self, results: list[BatchItemResult]) -> None:
+        # Once per batch, not per item: a labelled counter costs a few µs per call.
+        for status, count in Counter(result.status for result in results).items():
+            metrics.BATCH_EVENTS.labels(status=status.value).inc(count)
+        for (kind, status), count in self._recorded.items():
+            if kind == "click":
+                counter = metrics.CLICKS if status is ItemStatus.ACCEPTED else metrics.REPEAT_CLICKS
+                counter.labels(via="batch").inc(count)
+            else:
+                counter = metrics.CONVERSIONS if kind == "conversion" else metrics.REVERSALS
+                counter.labels(status=status.value).inc(count)
 
     def _click(self, index: int, click: BatchClick) -> None:
         program_id = self._program.program_id
@@ -113,17 +118,17 @@ class BatchRecording:
             self._reject(index, refused.status, refused.title, f"{field}: {refused.detail}",
                          field)
             return
+        # The sender's own IP says nothing about the visitor: without a visitor id (or the
+        # visitor's IP and user agent) a click has no visitor and is never a repeat.
+        visitor_id = click.visitor_id or (
+            self._ingest.anonymous_visitor_id(click.ip, click.user_agent)
+            if click.user_agent else None)
         click_id, outgoing = self._ingest.click_event(
             program_id=program_id, code=click.code,
             channel=channel_from(click.channel) if click.channel else DEFAULT_CHANNEL,
-            utm=utm_from_url(click.url), visitor_id=click.visitor_id, ip=click.ip,
+            utm=utm_from_url(click.url), visitor_id=visitor_id, ip=click.ip,
             user_agent=click.user_agent, occurred_at=click.occurred_at)
-        # The sender's own IP says nothing about the visitor: without a visitor id (or the
-        # visitor's IP and user agent) a click is never taken for a repeat.
-        visitor = (f"page:{click.visitor_id}" if click.visitor_id
-                   else f"ipua:{click.ip}|{click.user_agent}"
-                   if click.ip and click.user_agent else None)
-        memory_key = self._ingest.repeat_key(click.code, visitor)
+        memory_key = self._ingest.repeat_key(click.code, visitor_id)
         send = _Send(index, "click", outgoing, click_id=click_id)
         if memory_key is None or self._claim(index, "click", self._ingest.clicks, memory_key):
             if memory_key is not None:
@@ -153,8 +158,8 @@ class BatchRecording:
         if value is not None:
             self._results[index] = self._duplicate(index, kind, value)
             return False
-        if memory.pending(key) is not None:
-            self._repeats.append(_Repeat(index, kind, memory, key))
+        if (write := memory.pending(key)) is not None:
+            self._repeats.append(_Repeat(index, kind, write))
             return False
         memory.begin(key)
         return True
@@ -183,11 +188,8 @@ class BatchRecording:
 
     async def _answer_repeats(self) -> None:
         for repeat in self._repeats:
-            pending = repeat.memory.pending(repeat.memory_key)
-            if pending is not None:
-                await asyncio.wait([pending])
-            value = repeat.memory.recall(repeat.memory_key) or (
-                pending.result() if pending is not None else None)
+            await asyncio.wait([repeat.write])  # settled by now if it was this batch's own
+            value = repeat.write.result()
             self._results[repeat.index] = (
                 self._duplicate(repeat.index, repeat.kind, value) if value is not None
                 else self._unavailable(repeat.index))

@@ -64,6 +64,12 @@ class TrackerSettings(PlatformSettings):
         2 * 1024 * 1024, ge=1024, description="Largest request body of POST /v1/batch."
     )
 
+    @field_validator("cookie_domain")
+    @classmethod
+    def _empty_domain_is_host_only(cls, value: str | None) -> str | None:
+        # TRACKER_COOKIE_DOMAIN= (as in .env.example) means unset, not a "Domain=" attribute.
+        return value.strip() or None if value is not None else None
+
     @field_validator("rate_limit_publishable", "rate_limit_secret")
     @classmethod
     def _budget_parses(cls, value: str) -> str:

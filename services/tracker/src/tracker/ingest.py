@@ -8,7 +8,6 @@ built by the ``*_event`` methods and sent by the ``record_*`` methods one at a t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -73,13 +72,20 @@ class ReferralIngest:
     def _hash(self, value: str | None) -> str | None:
         return ip_hash(value, self._salt) if value else None
 
-    def repeat_key(self, code: str, visitor: str | None) -> str | None:
-        """Key of the click-dedupe memory for ``visitor`` (a cookie, a page's visitor id, or
-        IP + user agent) clicking ``code``; None when there is nobody to recognise. Only a
-        salted hash of the visitor is kept in memory."""
-        if not visitor or not self.clicks.enabled:
+    def anonymous_visitor_id(self, ip: str | None, user_agent: str | None) -> str | None:
+        """A visitor id for a visitor who brings none: a salted hash of IP + user agent.
+
+        Deterministic, so every replica gives the same person the same id (and the same
+        ``visitor_hash``) until a cookie carries it; None without an IP."""
+        return self._hash(f"ipua:{ip}|{user_agent or ''}") if ip else None
+
+    def repeat_key(self, code: str, visitor_id: str | None) -> str | None:
+        """Key of the click-dedupe memory for ``visitor_id`` clicking ``code``: the code
+        and the click's ``visitor_hash``, as downstream consumers would compare them. None
+        when there is nobody to recognise or dedupe is off."""
+        if not visitor_id or not self.clicks.enabled:
             return None
-        return f"{code}:{self._hash(visitor)}"
+        return f"{code}:{self._hash(visitor_id)}"
 
     def click_event(self, *, program_id: str, code: str, channel: str, utm: dict[str, str],
                     visitor_id: str | None, ip: str | None, user_agent: str | None,
@@ -95,12 +101,10 @@ class ReferralIngest:
 
     async def record_click(self, *, program_id: str, code: str, channel: str,
                            utm: dict[str, str], visitor_id: str | None, ip: str | None,
-                           user_agent: str | None, via: str,
-                           repeat_keys: Sequence[str | None] = ()) -> ClickOutcome:
+                           user_agent: str | None, via: str) -> ClickOutcome:
         """Publish a ClickRecorded keyed by ``code`` and return its fresh click id, unless
-        the visitor of the first of ``repeat_keys`` (see :meth:`repeat_key`) clicked
-        recently: then return that click's id and publish nothing. The click is remembered
-        under every key (a first visit by IP + user agent, and by the cookie it is given)."""
+        the same visitor clicked ``code`` within the dedupe window: then return that
+        click's id and publish nothing."""
 
         async def publish() -> str:
             click_id, outgoing = self.click_event(
@@ -110,11 +114,11 @@ class ReferralIngest:
                                          envelope=outgoing.envelope)
             return click_id
 
-        keys = [key for key in repeat_keys if key]
-        if not keys:
+        repeat_key = self.repeat_key(code, visitor_id)
+        if repeat_key is None:
             click_id, counted = await publish(), True
         else:
-            click_id, counted = await self.clicks.once(keys[0], publish, also=keys[1:])
+            click_id, counted = await self.clicks.once(repeat_key, publish)
         (metrics.CLICKS if counted else metrics.REPEAT_CLICKS).labels(via=via).inc()
         return ClickOutcome(click_id, counted)
 

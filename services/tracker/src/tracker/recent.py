@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping
 from enum import StrEnum
 from typing import Generic, TypeVar
 
@@ -38,7 +38,8 @@ class AcknowledgedMemory(Generic[V]):
 
     def __init__(self, store: MutableMapping[str, V] | None) -> None:
         self._store = store
-        self._in_flight: dict[str, asyncio.Future[V | None]] = {}
+        # Keys being written; the future is made only once somebody waits for the write.
+        self._in_flight: dict[str, asyncio.Future[V | None] | None] = {}
 
     @property
     def enabled(self) -> bool:
@@ -53,28 +54,29 @@ class AcknowledgedMemory(Generic[V]):
 
     def pending(self, key: str) -> asyncio.Future[V | None] | None:
         """The write of ``key`` in flight: it resolves to its value, or None if it failed."""
-        return self._in_flight.get(key)
+        if key not in self._in_flight:
+            return None
+        done = self._in_flight[key]
+        if done is None:
+            done = self._in_flight[key] = asyncio.get_running_loop().create_future()
+        return done
 
     def begin(self, key: str) -> None:
         """Mark ``key`` as being written; the caller must :meth:`settle` it."""
         if self._store is not None:
-            self._in_flight[key] = asyncio.get_running_loop().create_future()
+            self._in_flight[key] = None
 
-    def settle(self, key: str, value: V | None, *, also: Sequence[str] = ()) -> None:
-        """End ``key``'s write: remember ``value`` (None: it failed), also under the keys
-        ``also`` (other names of the same thing), and wake the waiters of ``key``."""
+    def settle(self, key: str, value: V | None) -> None:
+        """End ``key``'s write: remember ``value`` (None: it failed) and wake its waiters."""
         if self._store is None:
             return
         if value is not None:
             self._store[key] = value
-            for alias in also:
-                self._store[alias] = value
         done = self._in_flight.pop(key, None)
         if done is not None and not done.done():
             done.set_result(value)
 
-    async def once(self, key: str, write: Callable[[], Awaitable[V]], *,
-                   also: Sequence[str] = ()) -> tuple[V, bool]:
+    async def once(self, key: str, write: Callable[[], Awaitable[V]]) -> tuple[V, bool]:
         """``write``'s value and True, unless ``key`` was written (or is being written)
         already: then the earlier value and False.
 
@@ -99,7 +101,7 @@ class AcknowledgedMemory(Generic[V]):
         try:
             value = await write()
         finally:
-            self.settle(key, value, also=also)
+            self.settle(key, value)
         return value, True
 
 

@@ -28,15 +28,13 @@ async def record_click(body: ClickIn, program: PublishableKeyProgram, registry: 
                            field="code")
     ip = request.client.host if request.client else None
     user_agent = request.headers.get("user-agent")
-    visitor = (f"page:{body.visitor_id}" if body.visitor_id
-               else f"ipua:{ip}|{user_agent or ''}" if ip else None)
+    visitor_id = body.visitor_id or runtime.ingest.anonymous_visitor_id(ip, user_agent)
     try:
         outcome = await runtime.ingest.record_click(
             program_id=program.program_id, code=body.code,
             channel=channel_from(body.channel) if body.channel else DEFAULT_CHANNEL,
-            utm=utm_from_url(body.url), visitor_id=body.visitor_id, ip=ip,
+            utm=utm_from_url(body.url), visitor_id=visitor_id, ip=ip,
             user_agent=user_agent, via="api",
-            repeat_keys=[runtime.ingest.repeat_key(body.code, visitor)],
         )
     except BrokerUnavailable:
         raise unavailable(runtime, BROKER_AWAY) from None

@@ -67,21 +67,18 @@ async def follow_referral_link(code: str, request: Request, runtime: Runtime) ->
         target = landing_url_for(str(program.landing_url), code=code, click_id=None, utm=utm)
         return RedirectResponse(target, status_code=302, headers=no_store)
 
-    known_visitor = request.cookies.get(VISITOR_COOKIE)
-    visitor_id = known_visitor or secrets.token_urlsafe(16)
     ip = request.client.host if request.client else None
-    # A repeat visit within the dedupe window keeps its first click (and is not counted):
-    # recognised by the visitor cookie, else by IP + user agent (cookies may be refused);
-    # a first visit is remembered under both, since its next visit brings the new cookie.
-    repeat_keys = [runtime.ingest.repeat_key(code, f"vid:{visitor_id}")]
-    if not known_visitor:
-        repeat_keys.insert(0, runtime.ingest.repeat_key(code, f"ipua:{ip}|{user_agent}"))
+    # The visitor is their cookie, else (first visit, or cookies refused) a hash of IP and
+    # user agent, which becomes their cookie: a repeat within the dedupe window keeps its
+    # first click and is not counted, whichever replica it reaches.
+    visitor_id = (request.cookies.get(VISITOR_COOKIE)
+                  or runtime.ingest.anonymous_visitor_id(ip, user_agent)
+                  or secrets.token_urlsafe(16))
     click_id: str | None
     try:
         outcome = await runtime.ingest.record_click(
             program_id=program.program_id, code=code, channel=channel_from(query.get("ch")),
             utm=utm, visitor_id=visitor_id, ip=ip, user_agent=user_agent, via="link",
-            repeat_keys=repeat_keys,
         )
         click_id = outcome.click_id
     except BrokerUnavailable:

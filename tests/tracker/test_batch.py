@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import httpx
+import pytest
 from referral_events import (
     ClickRecorded,
     CodeSource,
@@ -14,7 +15,11 @@ from referral_events import (
     derived_id,
 )
 from referral_events.identity import code_from_click_id, ip_hash
+from tracker.app import create_app
 from tracker.config import TrackerSettings
+from tracker.publisher import BrokerUnavailable
+
+from tests.support import eventually, serve_asgi
 
 from .support import Programme, known_code, publish_registry, random_ref, read_all, secret
 
@@ -123,3 +128,57 @@ async def test_batch_needs_the_secret_key(web: httpx.AsyncClient, programme: Pro
     assert publishable.status_code == 403 and "secret key" in publishable.json()["detail"]
     unknown = await web.post("/v1/batch", json=body, headers={"Authorization": "Bearer sk_nope"})
     assert unknown.status_code == 401
+
+
+async def test_malformed_requests_get_problem_details(web: httpx.AsyncClient,
+                                                      programme: Programme) -> None:
+    cases = [
+        (await web.post("/v1/batch", content=b'{"events": [', headers={
+            **secret(programme), "Content-Type": "application/json"}), 422),
+        (await web.post("/v1/batch", json=[{"type": "click"}], headers=secret(programme)), 422),
+        (await web.get("/v1/batch"), 405),
+        (await web.post("/v1/nothing-here", json={}), 404),
+    ]
+    for response, status in cases:
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"] == PROBLEM
+        assert response.json()["detail"]
+
+
+async def test_partly_unacknowledged_batch_is_202_with_the_unavailable_items_to_resend(
+        tracker_settings: TrackerSettings, programme: Programme, kafka_bootstrap: str,
+        topics: TopicRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = create_app(tracker_settings)
+    publisher = app.state.runtime.publisher
+    publish_all = publisher.publish_all
+
+    async def every_second_event_lost(messages):  # type: ignore[no-untyped-def]
+        kept = await publish_all(messages[::2])
+        outcomes = [BrokerUnavailable("injected: no ack")] * len(messages)
+        outcomes[::2] = kept
+        return outcomes
+
+    monkeypatch.setattr(publisher, "publish_all", every_second_event_lost)
+    events = [_conversion(code=programme.code) for _ in range(4)]
+    async with serve_asgi(app) as url, httpx.AsyncClient(base_url=url, timeout=15) as web:
+        await eventually(lambda: _ready(web), timeout=30, message="tracker never ready")
+        response = await web.post("/v1/batch", json={"events": events},
+                                  headers=secret(programme))
+        assert response.status_code == 202, response.text
+        assert response.headers["retry-after"] == str(tracker_settings.retry_after_seconds)
+        results = response.json()["results"]
+        assert [r["status"] for r in results] == ["accepted", "unavailable"] * 2
+        assert results[1]["error"]["status"] == 503 and results[1]["error"]["retry_after"]
+
+        # Only the acknowledged ones are remembered: re-sending the batch records the rest.
+        monkeypatch.setattr(publisher, "publish_all", publish_all)
+        again = await web.post("/v1/batch", json={"events": events}, headers=secret(programme))
+        assert [r["status"] for r in again.json()["results"]] == ["duplicate", "accepted"] * 2
+        assert "retry-after" not in again.headers
+    recorded = await read_all(kafka_bootstrap, topics.conversions)
+    assert sorted(r.envelope.data.conversion_id for r in recorded) == sorted(
+        str(e["conversion_id"]) for e in events)
+
+
+async def _ready(client: httpx.AsyncClient) -> bool:
+    return (await client.get("/readyz")).status_code == 200

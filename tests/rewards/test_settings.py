@@ -30,8 +30,32 @@ def test_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_production_refuses_the_default_admin_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.setenv("IP_HASH_SALT", "a-long-random-production-salt")
     monkeypatch.delenv("ADMIN_TOKEN", raising=False)
     with pytest.raises(ValidationError, match="ADMIN_TOKEN"):
         RewardsSettings()
     monkeypatch.setenv("ADMIN_TOKEN", "a-long-random-production-token")
     assert RewardsSettings().environment == "production"
+
+
+def test_ip_hash_salt_is_platform_wide(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rewards hashes referrers' IPs with the tracker's salt: IP_HASH_SALT, or the older
+    TRACKER_IP_HASH_SALT; production refuses the development default."""
+    from tracker.config import TrackerSettings
+
+    for name in ("IP_HASH_SALT", "TRACKER_IP_HASH_SALT", "ENVIRONMENT"):
+        monkeypatch.delenv(name, raising=False)
+    assert RewardsSettings().uses_default_ip_hash_salt
+    monkeypatch.setenv("TRACKER_IP_HASH_SALT", "older-name")
+    assert RewardsSettings().ip_hash_salt.get_secret_value() == "older-name"
+    assert TrackerSettings().ip_hash_salt.get_secret_value() == "older-name"
+    monkeypatch.setenv("IP_HASH_SALT", "shared")
+    assert RewardsSettings().ip_hash_salt.get_secret_value() == "shared"
+    assert TrackerSettings().ip_hash_salt.get_secret_value() == "shared"
+    assert "shared" not in repr(RewardsSettings())
+    monkeypatch.delenv("IP_HASH_SALT")
+    monkeypatch.delenv("TRACKER_IP_HASH_SALT")
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.setenv("ADMIN_TOKEN", "a-long-random-production-token")
+    with pytest.raises(ValidationError, match="IP_HASH_SALT"):
+        RewardsSettings()

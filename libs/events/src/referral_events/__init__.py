@@ -32,6 +32,7 @@ from .rewards import (
     RewardInReview,
     RewardKind,
     RewardPending,
+    RewardPurpose,
     RewardRejected,
     RewardReversed,
 )
@@ -54,7 +55,7 @@ __all__ = [
     "ProgramEntry", "Recipient", "ReferralAttributed", "ReferralCodeEntry", "ReferralRejected",
     "ReferralStatsCounted",
     "RejectionReason", "ReversalReason", "RewardApproved", "RewardEvent", "RewardInReview",
-    "RewardKind", "RewardPending", "RewardRejected", "RewardReversed", "Topic",
+    "RewardKind", "RewardPending", "RewardPurpose", "RewardRejected", "RewardReversed", "Topic",
     "TopicRegistry", "UnknownEventType", "UnsupportedSchemaVersion", "catalogue", "code_key",
     "decode", "derived_id", "encode", "model_for", "new_event", "program_key", "utcnow",
 ]

@@ -14,6 +14,11 @@ class Beneficiary(StrEnum):
     FRIEND = "friend"
 
 
+class RewardPurpose(StrEnum):
+    REFERRAL = "referral"    # earned by one referred conversion
+    MILESTONE = "milestone"  # one-off bonus when the referrer's successful referrals reach a tier
+
+
 class RewardKind(StrEnum):
     CASH = "cash"
     CREDIT = "credit"
@@ -57,6 +62,7 @@ class RewardEvent(EventData):
     program_locale: str = Field(default="en", max_length=20)
     referrer_id: Identifier
     beneficiary: Beneficiary
+    purpose: RewardPurpose = RewardPurpose.REFERRAL
     recipient: Recipient
     conversion_id: Identifier
     kind: RewardKind

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, EmailStr, Field
 
 from .base import Currency, EventData, Identifier, MinorUnits, ReferralCode, UtcDateTime
 
@@ -20,12 +21,26 @@ class ReversalReason(StrEnum):
     CANCELLATION = "cancellation"
 
 
+def _upper(value: object) -> object:
+    return value.strip().upper() if isinstance(value, str) else value
+
+
+CountryCode = Annotated[
+    str,
+    BeforeValidator(_upper),
+    Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2 country code, e.g. NL."),
+]
+
+
 class Customer(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: Identifier
     email: EmailStr | None = None
     is_new: bool | None = None
+    country: CountryCode | None = Field(
+        default=None, description="Where the customer is (billing country); fraud checks use it."
+    )
 
 
 class ClickRecorded(EventData):

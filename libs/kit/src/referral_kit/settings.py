@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from referral_events import TopicRegistry
+
+DEFAULT_IP_HASH_SALT = "local-dev-salt"
 
 
 class PlatformSettings(BaseSettings):
@@ -26,6 +28,17 @@ class PlatformSettings(BaseSettings):
     topic_partitions: int = Field(4, ge=1, le=256, validation_alias="TOPIC_PARTITIONS")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
     log_format: Literal["console", "json"] = Field("console", validation_alias="LOG_FORMAT")
+    ip_hash_salt: SecretStr = Field(
+        SecretStr(DEFAULT_IP_HASH_SALT),
+        # TRACKER_IP_HASH_SALT is the older, tracker-only name: still honoured everywhere, so
+        # the tracker's and the rewards' hashes of one IP stay equal.
+        validation_alias=AliasChoices("IP_HASH_SALT", "TRACKER_IP_HASH_SALT"),
+        description="Salt of IP hashes (tracker: buyers and clickers; rewards: referrers).",
+    )
+
+    @property
+    def uses_default_ip_hash_salt(self) -> bool:
+        return self.ip_hash_salt.get_secret_value() == DEFAULT_IP_HASH_SALT
 
     def topic_registry(self) -> TopicRegistry:
         return TopicRegistry(self.topic_prefix, self.topic_partitions)

@@ -31,4 +31,7 @@ class RewardsSettings(PlatformSettings, DatabaseSettings):
                 and self.admin_token.get_secret_value() == DEFAULT_ADMIN_TOKEN):
             raise ValueError("ADMIN_TOKEN still has its development default; set a long random "
                              "secret in production.")
+        if self.environment == "production" and self.uses_default_ip_hash_salt:
+            raise ValueError("IP_HASH_SALT still has its development default; set the same long "
+                             "random secret as the tracker's in production.")
         return self

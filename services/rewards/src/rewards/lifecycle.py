@@ -12,8 +12,10 @@ from typing import Any
 
 import asyncpg
 from referral_events import (
+    FraudSignal,
     Recipient,
     RewardApproved,
+    RewardInReview,
     RewardPending,
     RewardRejected,
     TopicRegistry,
@@ -41,7 +43,7 @@ def _common(reward: Any, program: Any) -> dict[str, Any]:
     return dict(
         reward_id=reward["id"], program_id=reward["program_id"], program_name=program["name"],
         program_locale=program["locale"], referrer_id=reward["referrer_id"],
-        beneficiary=reward["beneficiary"],
+        beneficiary=reward["beneficiary"], purpose=reward.get("purpose") or "referral",
         recipient=Recipient(email=reward["recipient_email"], name=reward["recipient_name"],
                             locale=reward["recipient_locale"]),
         conversion_id=reward["conversion_id"], kind=reward["kind"], amount=reward["amount"],
@@ -51,13 +53,18 @@ def _common(reward: Any, program: Any) -> dict[str, Any]:
 
 async def announce_created(conn: asyncpg.Connection, topics: TopicRegistry, reward: Any,
                            program: Any) -> None:
-    """Event for a reward just created (pending, or rejected by the rules)."""
+    """Event for a reward just created: pending, in review (flagged by a fraud check), or
+    rejected (by the rules, a cap or a fraud check), with the fraud signals that fired."""
+    signals = [FraudSignal(**s) for s in reward.get("fraud_signals") or ()]
     if reward["status"] == "pending":
         data: Any = RewardPending(**_common(reward, program), occurred_at=reward["created_at"],
                                   available_at=reward["available_at"])
+    elif reward["status"] == "in_review":
+        data = RewardInReview(**_common(reward, program), occurred_at=reward["created_at"],
+                              fraud_signals=signals)
     else:
         data = RewardRejected(**_common(reward, program), occurred_at=reward["created_at"],
-                              reason=reward["reason"] or "rejected")
+                              reason=reward["reason"] or "rejected", fraud_signals=signals)
     await enqueue(conn, topics.rewards, key=reward["referrer_id"], envelope=new_event(
         data, source=SOURCE, id=derived_id("reward", reward["id"], reward["status"])))
 

@@ -6,13 +6,14 @@ from typing import Any
 
 import asyncpg
 from referral_events import TopicRegistry
-from referral_events.identity import key_hash
+from referral_events.identity import ip_hash, key_hash
 
 from .identifiers import new_id, new_publishable_key, new_referral_code, new_secret_key
 from .registry import publish_code, publish_program
 from .schemas import ProgramCreate, ProgramUpdate, ReferrerCreate
 
 _JSON_FIELDS = ("referrer_reward", "friend_reward", "tiers", "caps", "fraud")
+KNOWN_IDS = 20  # IP hashes and device ids kept per referrer (the latest)
 
 
 def _columns(fields: dict[str, Any]) -> dict[str, Any]:
@@ -62,26 +63,34 @@ async def update_program(*, conn: asyncpg.Connection, topics: TopicRegistry, pro
 
 
 async def enrol_referrer(*, conn: asyncpg.Connection, topics: TopicRegistry, program_id: str,
-                         body: ReferrerCreate) -> tuple[Any, bool]:
-    """The referrer with this external id, created if new; returns (row, created)."""
+                         body: ReferrerCreate, ip_hash_salt: str = "") -> tuple[Any, bool]:
+    """The referrer with this external id, created if new; returns (row, created). An IP
+    (kept only as a salted hash, as the tracker hashes buyers' IPs) and a device id given
+    are remembered for the same-IP-or-device fraud check, also when enrolling again."""
+    ips = [ip_hash(body.ip, ip_hash_salt)] if body.ip else []
+    devices = [body.device_id] if body.device_id else []
     existing = await conn.fetchrow(
         "SELECT * FROM referrers WHERE program_id = $1 AND external_id = $2",
         program_id, body.external_id)
     if existing is not None:
+        if set(ips) - set(existing["ip_hashes"]) or set(devices) - set(existing["device_ids"]):
+            existing = await _remember(conn, existing["id"], ips, devices)
         return existing, False
     for _ in range(5):  # a code collision is astronomically rare; retry a few times anyway
         try:
             async with conn.transaction():
                 row = await conn.fetchrow(
-                    "INSERT INTO referrers (id, program_id, external_id, email, name, locale, code)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                    "INSERT INTO referrers (id, program_id, external_id, email, name, locale, code,"
+                    " ip_hashes, device_ids) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
                     " ON CONFLICT (program_id, external_id) DO NOTHING RETURNING *",
                     new_id("ref"), program_id, body.external_id, str(body.email), body.name,
-                    body.locale, new_referral_code())
+                    body.locale, new_referral_code(), ips, devices)
                 if row is None:  # enrolled concurrently by another request
                     raced = await conn.fetchrow(
                         "SELECT * FROM referrers WHERE program_id = $1 AND external_id = $2",
                         program_id, body.external_id)
+                    if ips or devices:
+                        raced = await _remember(conn, raced["id"], ips, devices)
                     return raced, False
                 await publish_code(conn, topics, row)
                 return row, True
@@ -90,10 +99,26 @@ async def enrol_referrer(*, conn: asyncpg.Connection, topics: TopicRegistry, pro
     raise RuntimeError("could not allocate a unique referral code")
 
 
+async def _remember(conn: asyncpg.Connection, referrer_id: str, ips: list[str],
+                    devices: list[str]) -> Any:
+    """Add IP hashes and device ids to a referrer's known ones (the latest KNOWN_IDS)."""
+    async with conn.transaction():
+        row = await conn.fetchrow("SELECT ip_hashes, device_ids FROM referrers WHERE id = $1"
+                                  " FOR UPDATE", referrer_id)
+        return await conn.fetchrow(
+            "UPDATE referrers SET ip_hashes = $2, device_ids = $3 WHERE id = $1 RETURNING *",
+            referrer_id, _latest(row["ip_hashes"], ips), _latest(row["device_ids"], devices))
+
+
+def _latest(known: list[str], new: list[str]) -> list[str]:
+    return ([k for k in known if k not in new] + new)[-KNOWN_IDS:]
+
+
 async def referrer_summary(*, conn: asyncpg.Connection, referrer_id: str
                            ) -> tuple[Any, dict[str, int], dict[str, int]] | None:
-    """The referrer, its counts (referrals and rewards by status) and its balance per kind
-    (ledger credits minus clawbacks, referrer-side rewards only)."""
+    """The referrer, its counts (referrals and rewards by status) and its balance per kind:
+    ledger credits minus clawbacks, referrer-side rewards only, without expired credits (an
+    expired credit leaves the balance with its clawbacks, which carry its expiry)."""
     referrer = await conn.fetchrow("SELECT * FROM referrers WHERE id = $1", referrer_id)
     if referrer is None:
         return None
@@ -106,5 +131,6 @@ async def referrer_summary(*, conn: asyncpg.Connection, referrer_id: str
         counts[f"rewards_{row['status']}"] = row["n"]
     balance = {row["kind"]: int(row["total"]) for row in await conn.fetch(
         "SELECT kind, sum(amount) AS total FROM ledger_entries WHERE referrer_id = $1 "
-        "AND beneficiary = 'referrer' GROUP BY kind", referrer_id)}
+        "AND beneficiary = 'referrer' AND (expires_at IS NULL OR expires_at > now()) "
+        "GROUP BY kind", referrer_id)}
     return referrer, counts, balance

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -12,10 +13,12 @@ from pydantic import (
     EmailStr,
     Field,
     HttpUrl,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from .fraud import FraudSettings
 from .holds import InvalidDuration, parse_duration
 from .rules import RewardKind
 
@@ -34,6 +37,20 @@ def _duration(value: str | None) -> str | None:
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _distinct_tiers(value: list[Any] | None) -> list[Any] | None:
+    if value is not None:
+        counts = [t.from_referral for t in value]
+        if len(set(counts)) != len(counts):
+            raise ValueError("each tier needs its own from_referral")
+        value = sorted(value, key=lambda t: t.from_referral)
+    return value
+
+
+def _ip(value: str | None) -> str | None:
+    # The tracker's canonical form, so equal addresses hash equal across services.
+    return str(ipaddress.ip_address(value.strip())) if value is not None else None
 
 
 class RewardSpec(Strict):
@@ -55,19 +72,36 @@ class RewardSpec(Strict):
 
 
 class Tier(Strict):
-    """From the ``from_referral``-th successful referral on, the referrer earns ``amount``."""
+    """From the ``from_referral``-th successful referral on, the referrer earns ``amount`` or
+    ``percent`` of the order (kind, max_amount and expiry stay the referrer reward's); a
+    ``bonus`` is paid once, as a separate milestone reward, when the count reaches it."""
 
-    from_referral: int = Field(ge=1)
-    amount: int | None = Field(None, ge=0)
-    percent: Decimal | None = Field(None, gt=0, le=100)
-    bonus: int | None = Field(None, ge=0, description="One-off milestone bonus at this count.")
+    from_referral: int = Field(ge=1, le=10**6)
+    amount: int | None = Field(None, ge=0, le=10**12)
+    percent: Decimal | None = Field(None, gt=0, le=100, max_digits=7, decimal_places=4)
+    bonus: int | None = Field(None, ge=0, le=10**12,
+                              description="One-off milestone bonus at this count.")
+
+    @model_validator(mode="after")
+    def _something(self) -> Tier:
+        if self.amount is not None and self.percent is not None:
+            raise ValueError("give at most one of amount or percent")
+        if self.amount is None and self.percent is None and self.bonus is None:
+            raise ValueError("give amount, percent or bonus (else the tier changes nothing)")
+        return self
 
 
 class Caps(Strict):
-    per_referrer_day: int | None = Field(None, ge=0)
-    per_referrer_month: int | None = Field(None, ge=0)
-    per_referrer_lifetime: int | None = Field(None, ge=0)
-    program_budget: int | None = Field(None, ge=0)
+    """Limits on what is granted, in reward amount (minor units): per referrer per UTC day and
+    calendar month, per referrer lifetime, and the programme's budget (both sides). ``mode``:
+    ``cap`` reduces a reward to what is left, ``reject`` refuses one that does not fit
+    whole; either way one with nothing left is rejected with ``cap_reached``."""
+
+    per_referrer_day: int | None = Field(None, ge=0, le=10**13)
+    per_referrer_month: int | None = Field(None, ge=0, le=10**13)
+    per_referrer_lifetime: int | None = Field(None, ge=0, le=10**13)
+    program_budget: int | None = Field(None, ge=0, le=10**13)
+    mode: Literal["cap", "reject"] = "cap"
 
 
 class ProgramFields(Strict):
@@ -81,17 +115,26 @@ class ProgramFields(Strict):
     friend_reward: RewardSpec | None = None
     tiers: list[Tier] = Field(default_factory=list, max_length=50)
     caps: Caps = Field(default_factory=Caps)
-    fraud: dict[str, Any] = Field(default_factory=dict)
+    fraud: FraudSettings = Field(default_factory=FraudSettings)
     marketer_emails: list[EmailStr] = Field(default_factory=list, max_length=50)
     locale: Locale = "en"
 
     _check_hold = field_validator("hold_period")(_duration)
+    _check_tiers = field_validator("tiers")(_distinct_tiers)
 
 
 class ProgramCreate(ProgramFields):
     name: str = Field(min_length=1, max_length=200)
     landing_url: HttpUrl
     currency: str = Field(pattern=r"^[A-Z]{3}$", examples=["EUR"])
+
+    @field_validator("tiers")
+    @classmethod
+    def _tiers_need_a_referrer_reward(cls, value: list[Tier], info: ValidationInfo
+                                      ) -> list[Tier]:
+        if value and "referrer_reward" in info.data and info.data["referrer_reward"] is None:
+            raise ValueError("tiers change the referrer's reward: give a referrer_reward too")
+        return value
 
 
 class ProgramUpdate(Strict):
@@ -109,12 +152,13 @@ class ProgramUpdate(Strict):
     friend_reward: RewardSpec | None = None
     tiers: list[Tier] | None = None
     caps: Caps | None = None
-    fraud: dict[str, Any] | None = None
+    fraud: FraudSettings | None = None
     marketer_emails: list[EmailStr] | None = None
     locale: Locale | None = None
     active: bool | None = None
 
     _check_hold = field_validator("hold_period")(_duration)
+    _check_tiers = field_validator("tiers")(_distinct_tiers)
 
     @field_validator("name", "landing_url", "attribution_window_days", "attribution_model",
                      "code_only_attribution", "new_customers_only", "hold_period",
@@ -151,6 +195,13 @@ class ReferrerCreate(Strict):
     email: EmailStr
     name: str | None = Field(None, max_length=200)
     locale: Locale | None = None
+    ip: str | None = Field(None, max_length=64, description=(
+        "The referrer's IP address, for the same-IP fraud check; only a salted hash is kept. "
+        "Enrolling again with another one adds it."))
+    device_id: str | None = Field(None, min_length=1, max_length=200, description=(
+        "The referrer's device id, as the checkout sends device ids with conversions."))
+
+    _check_ip = field_validator("ip")(_ip)
 
 
 class ReferrerRead(BaseModel):
@@ -180,6 +231,11 @@ class RewardRead(BaseModel):
     program_id: str
     referrer_id: str
     beneficiary: Literal["referrer", "friend"]
+    purpose: Literal["referral", "milestone"] = Field(
+        "referral", description="referral: earned by the conversion; milestone: a tier's "
+                                "one-off bonus reached with it.")
+    milestone: int | None = Field(None, description="The successful-referral count a "
+                                                    "milestone bonus was paid for.")
     conversion_id: str
     kind: RewardKind
     amount: int

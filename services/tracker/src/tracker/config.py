@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
-from referral_kit.settings import PlatformSettings
+from referral_kit.settings import DEFAULT_IP_HASH_SALT, PlatformSettings
 
 from .rate_limits import Budget, parse_budget
-
-DEFAULT_IP_HASH_SALT = "local-dev-salt"
 
 
 class TrackerSettings(PlatformSettings):
@@ -18,7 +16,7 @@ class TrackerSettings(PlatformSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8001, ge=1, le=65535)
-    ip_hash_salt: SecretStr = SecretStr(DEFAULT_IP_HASH_SALT)
+    # ip_hash_salt is platform-wide (IP_HASH_SALT, or TRACKER_IP_HASH_SALT): see PlatformSettings.
     send_timeout_seconds: float = Field(
         5.0, gt=0, le=120,
         description="How long a request waits for the broker's ack before answering 503.",
@@ -89,7 +87,8 @@ class TrackerSettings(PlatformSettings):
         if (self.environment == "production"
                 and self.ip_hash_salt.get_secret_value() == DEFAULT_IP_HASH_SALT):
             raise ValueError(
-                "TRACKER_IP_HASH_SALT still has its development default; set a long random "
-                "secret in production (IP hashes would otherwise be reversible by anyone)."
+                "IP_HASH_SALT (or TRACKER_IP_HASH_SALT) still has its development default; set "
+                "a long random secret in production (IP hashes would otherwise be reversible by "
+                "anyone)."
             )
         return self

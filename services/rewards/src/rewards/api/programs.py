@@ -68,8 +68,9 @@ async def enrol_referrer(program_id: str, body: ReferrerCreate, conn: Conn, topi
     """Enrol a referrer; the same ``external_id`` again answers 200 with the same referrer."""
     if await service.get_program(conn=conn, program_id=program_id) is None:
         raise _not_found("Programme", program_id)
-    row, created = await service.enrol_referrer(conn=conn, topics=topics, program_id=program_id,
-                                                body=body)
+    row, created = await service.enrol_referrer(
+        conn=conn, topics=topics, program_id=program_id, body=body,
+        ip_hash_salt=settings.ip_hash_salt.get_secret_value())
     if not created:
         response.status_code = status.HTTP_200_OK
     return _referrer(row, settings)

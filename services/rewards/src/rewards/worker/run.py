@@ -16,6 +16,7 @@ from ..config import RewardsSettings
 from ..db import SCHEMA, create_pool
 from ..relay import OutboxRelay
 from .decisions import CONSUMER, DecisionHandler
+from .health import start_probes
 from .holds import HoldScheduler
 
 log = structlog.get_logger(__name__)
@@ -46,6 +47,8 @@ async def run_worker(settings: RewardsSettings, stop: asyncio.Event | None = Non
         for part in (relay, scheduler, consumer):
             running.push_async_callback(part.stop)
             await part.start()
+        probes = await start_probes(pool, consumer)  # /healthz, /readyz, /metrics (:8005)
+        running.push_async_callback(probes.stop)
         log.info("rewards worker running", group=group_id)
         await stop.wait()
         log.info("rewards worker stopping")

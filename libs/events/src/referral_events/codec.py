@@ -22,7 +22,9 @@ MAX_EVENT_BYTES = 1_000_000
 
 
 def encode(envelope: Envelope[Any]) -> bytes:
-    return envelope.model_dump_json(exclude_none=False).encode()
+    """The envelope as UTF-8 JSON, straight from pydantic's serializer (the same bytes as
+    ``model_dump_json().encode()``, without its Python-side overhead: a hot path)."""
+    return envelope.__pydantic_serializer__.to_json(envelope)
 
 
 def _first_error(exc: ValidationError, prefix: str = "") -> tuple[str, str]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import datetime
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
 
@@ -43,7 +44,11 @@ def new_event(
 ) -> Envelope[D]:
     """Wrap ``data`` in an envelope. Pass a deterministic ``id`` when the same decision
     may be emitted again after a crash, so consumers see a duplicate, not a new event."""
-    return Envelope[type(data)](  # type: ignore[misc]
+    cls = type(data)
+    envelope_type = _ENVELOPE_TYPES.get(cls)
+    if envelope_type is None:  # Envelope[cls] looks its class up anew on each call
+        envelope_type = _ENVELOPE_TYPES[cls] = Envelope[cls]  # type: ignore[valid-type]
+    return envelope_type(  # type: ignore[return-value]
         id=id or str(uuid.uuid4()),
         source=source,
         type=data.event_type,
@@ -54,6 +59,17 @@ def new_event(
     )
 
 
+_ENVELOPE_TYPES: dict[type[EventData], type[Envelope[Any]]] = {}
+_URL_NAMESPACE = uuid.NAMESPACE_URL.bytes
+
+
 def derived_id(*parts: str) -> str:
-    """A stable event id derived from what the event is about (UUIDv5)."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, "referral:" + "/".join(parts)))
+    """A stable event id derived from what the event is about: the UUIDv5 (URL namespace)
+    of ``referral:<part>/<part>…``, as ``uuid.uuid5`` makes it, without building a UUID
+    object (a third of the time; on the tracker's path for every event)."""
+    name = ("referral:" + "/".join(parts)).encode()
+    digest = bytearray(hashlib.sha1(_URL_NAMESPACE + name, usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -24,6 +24,22 @@ class TrackerSettings(PlatformSettings):
     retry_after_seconds: int = Field(
         5, ge=1, le=3600, description="Retry-After sent with a 503 when the broker is away."
     )
+    fast_path: bool = Field(
+        True, description="Serve plain server-to-server ingest requests (no Origin header, "
+                          "declared body size) straight from their route handler, past "
+                          "middleware that does nothing for them; false: the usual path.",
+    )
+    producer_linger_ms: int = Field(
+        0, ge=0, le=1000,
+        description="Extra wait before a record batch leaves for the broker. Events arriving "
+                    "while the previous batch is on its way already share the next one "
+                    "(group commit), so no wait is needed for batching; each ms adds latency.",
+    )
+    producer_max_batch_bytes: int = Field(
+        1024 * 1024, ge=16 * 1024, le=16 * 1024 * 1024,
+        description="Largest record batch per partition and round trip (the broker's "
+                    "message.max.bytes must allow it; Kafka's default is 1 MiB).",
+    )
     registry_catch_up_seconds: float = Field(
         15.0, gt=0, description="Start-up budget to read the registry topic to its end."
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 import uvicorn
 from pydantic import ValidationError
@@ -28,9 +29,17 @@ def main(argv: list[str] | None = None) -> None:
         print(f"tracker: invalid settings: {problems}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging("tracker", level=settings.log_level, fmt=settings.log_format)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips,
-                log_config=None, access_log=False, server_header=False)
+    serve(create_app(settings), host=settings.host, port=settings.port,
+          forwarded_allow_ips=settings.forwarded_allow_ips)
+
+
+def serve(app: Any, *, host: str, port: int, forwarded_allow_ips: str = "127.0.0.1"
+          ) -> None:
+    """Run ``app`` with the tracker's server options (the benchmark's baseline uses them
+    too, so the comparison is between applications, not servers)."""
+    uvicorn.run(app, host=host, port=port, proxy_headers=True,
+                forwarded_allow_ips=forwarded_allow_ips, log_config=None, access_log=False,
+                server_header=False)
 
 
 if __name__ == "__main__":

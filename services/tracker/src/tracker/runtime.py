@@ -27,7 +27,9 @@ class TrackerRuntime:
     def __init__(self, settings: TrackerSettings) -> None:
         self.settings = settings
         self.topics = settings.topic_registry()
-        self.publisher = EventPublisher(settings, send_timeout=settings.send_timeout_seconds)
+        self.publisher = EventPublisher(settings, send_timeout=settings.send_timeout_seconds,
+                                        linger_ms=settings.producer_linger_ms,
+                                        max_batch_bytes=settings.producer_max_batch_bytes)
         self.ingest = ReferralIngest(
             publisher=self.publisher, topics=self.topics,
             hash_salt=settings.ip_hash_salt.get_secret_value(),

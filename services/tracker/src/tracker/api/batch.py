@@ -19,8 +19,10 @@ from ..batch import BatchRecording
 from ..keys import KeyKind
 from ..schemas import BatchAnswer, BatchIn, ItemStatus
 from .deps import BatchSenderProgram, Registry, Runtime, charge
+from .routing import LeanRoute
 
-router = APIRouter(prefix="/v1", tags=["ingest"])
+# LeanRoute: same contract and OpenAPI, a leaner request path (see routing.py)
+router = APIRouter(prefix="/v1", tags=["ingest"], route_class=LeanRoute)
 
 
 @router.post(

@@ -24,6 +24,11 @@ class RewardsSettings(PlatformSettings, DatabaseSettings):
                                           description="Published outbox rows kept this long.")
     pool_min_size: int = Field(1, ge=1)
     pool_max_size: int = Field(10, ge=1)
+    reversal_sweep_seconds: float = Field(
+        5.0, gt=0, description="How often reversals that arrived before their conversion's "
+                               "decision are settled (the decision applies them at once too).")
+    stats_batch_size: int = Field(1000, ge=1, le=100_000,
+                                  description="Hourly stats records stored per transaction.")
 
     @model_validator(mode="after")
     def _refuse_default_secrets_in_production(self) -> RewardsSettings:

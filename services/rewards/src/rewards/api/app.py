@@ -14,7 +14,7 @@ from referral_kit.migrations import migrate
 from ..config import RewardsSettings
 from ..db import SCHEMA, create_pool
 from ..relay import OutboxRelay
-from . import programs, rewards
+from . import programs, rewards, stats
 
 
 def create_app(settings: RewardsSettings | None = None) -> FastAPI:
@@ -59,4 +59,5 @@ def create_app(settings: RewardsSettings | None = None) -> FastAPI:
     app.include_router(health_router(readiness))
     app.include_router(programs.router)
     app.include_router(rewards.router)
+    app.include_router(stats.router)
     return app

@@ -21,6 +21,7 @@ from ..fraud import FraudSettings, FraudVerdict, evaluate
 from ..holds import add_duration
 from ..identifiers import new_id
 from ..lifecycle import announce_created
+from ..reversals import apply_pending_reversals
 from ..rules import ProgramRules, RewardDecision, decide_rewards, rules_from_program
 from .standing import load_standing, observe
 
@@ -127,3 +128,4 @@ class DecisionHandler:
             [s.model_dump(mode="json") for s in verdict.signals])
         if reward is not None:
             await announce_created(conn, self._topics, reward, program)
+            await apply_pending_reversals(conn, self._topics, reward)  # refund came first

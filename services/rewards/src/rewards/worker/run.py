@@ -1,4 +1,5 @@
-"""Wiring of the worker process: consumer of decisions, hold scheduler, outbox relay."""
+"""Wiring of the worker process: consumers of decisions, reversals and hourly stats, hold
+scheduler, reversal sweep, outbox relay."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from ..relay import OutboxRelay
 from .decisions import CONSUMER, DecisionHandler
 from .health import start_probes
 from .holds import HoldScheduler
+from .reversals import CONSUMER as REVERSALS_CONSUMER
+from .reversals import ReversalHandler, ReversalSweeper
+from .stats_consumer import StatsConsumer
 
 log = structlog.get_logger(__name__)
 
@@ -44,9 +48,22 @@ async def run_worker(settings: RewardsSettings, stop: asyncio.Event | None = Non
         consumer = EventConsumer(settings=settings, topics=[topics.attributions],
                                  group_id=group_id, name=CONSUMER,
                                  handler=DecisionHandler(pool, topics), producer=producer)
-        for part in (relay, scheduler, consumer):
+        # Reversals and stats have consumer groups of their own: a slow stats store never
+        # holds up rewards, and each topic is read at its own pace.
+        reversals = EventConsumer(settings=settings, topics=[topics.reversals],
+                                  group_id=f"{settings.topic_prefix}rewards-reversals",
+                                  name=REVERSALS_CONSUMER,
+                                  handler=ReversalHandler(pool, topics), producer=producer)
+        sweeper = ReversalSweeper(pool, topics, interval=settings.reversal_sweep_seconds)
+        stats = StatsConsumer(settings=settings, topic=topics.stats,
+                              group_id=f"{settings.topic_prefix}rewards-stats", pool=pool,
+                              producer=producer, max_records=settings.stats_batch_size)
+        parts = (relay, scheduler, consumer, reversals, sweeper, stats)
+        for part in parts:
             running.push_async_callback(part.stop)
-            await part.start()
+        # A consumer's start takes a broker round trip or more (seconds on some brokers):
+        # start them side by side, not one after the other.
+        await asyncio.gather(*(part.start() for part in parts))
         probes = await start_probes(pool, consumer)  # /healthz, /readyz, /metrics (:8005)
         running.push_async_callback(probes.stop)
         log.info("rewards worker running", group=group_id)

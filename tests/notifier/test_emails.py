@@ -4,7 +4,13 @@ as received by a real SMTP server (parsed back from MIME)."""
 from __future__ import annotations
 
 import pytest
-from referral_events import Beneficiary, NotificationSent, RewardPending, RewardRejected
+from referral_events import (
+    Beneficiary,
+    NotificationSent,
+    RewardPending,
+    RewardPurpose,
+    RewardRejected,
+)
 
 from tests.notifier.support import address, reward
 from tests.support import eventually
@@ -78,3 +84,18 @@ async def test_friend_and_rejection_emails_say_what_happened(notifier, smtp_sink
     [rejected] = await eventually(lambda: smtp_sink.handler.to(referrer))
     assert rejected["Subject"] == "Din belønning fra Demo Shop blev ikke godkendt"
     assert "betalingen blev tilbageført" in rejected.get_body(("plain",)).get_content()
+
+
+@pytest.mark.parametrize("locale,subject", [
+    ("en", "You reached 5 successful referrals at Demo Shop: €25.00 bonus"),
+    ("da", "Du har nået 5 vellykkede henvisninger hos Demo Shop: 25,00\xa0€ i bonus"),
+])
+async def test_a_milestone_bonus_is_celebrated(locale, subject, notifier, smtp_sink,
+                                               kafka_bootstrap, topics):
+    to = address()
+    event = reward(RewardPending, email=to, locale=locale, amount=2500,
+                   purpose=RewardPurpose.MILESTONE, milestone=5)
+    await publish(kafka_bootstrap, topics.rewards.name, ("ref_1", event))
+    [message] = await eventually(lambda: smtp_sink.handler.to(to), message="no email arrived")
+    assert message["Subject"] == subject
+    assert " 5 " in message.get_body(("plain",)).get_content()

@@ -119,3 +119,16 @@ async def test_openapi_documents_auth_and_problems(admin) -> None:
     assert {"201", "401", "422"} <= set(create["responses"])
     assert create["security"] and "HTTPBearer" in spec["components"]["securitySchemes"]
     assert "409" in spec["paths"]["/v1/rewards/{reward_id}/approve"]["post"]["responses"]
+
+
+async def test_programmes_are_listed_with_an_active_filter(admin) -> None:
+    first = (await admin.post("/v1/programs", json=PROGRAM)).json()
+    second = (await admin.post("/v1/programs", json={**PROGRAM, "name": "Other"})).json()
+    await admin.patch(f"/v1/programs/{second['id']}", json={"active": False})
+    listed = await admin.get("/v1/programs")
+    assert listed.status_code == 200
+    assert [p["id"] for p in listed.json()] == [first["id"], second["id"]]
+    assert all("secret_key" not in p for p in listed.json())
+    active = (await admin.get("/v1/programs", params={"active": "true"})).json()
+    assert [p["id"] for p in active] == [first["id"]]
+    assert (await admin.get("/v1/programs", headers={"Authorization": ""})).status_code == 401

@@ -63,6 +63,8 @@ class RewardEvent(EventData):
     referrer_id: Identifier
     beneficiary: Beneficiary
     purpose: RewardPurpose = RewardPurpose.REFERRAL
+    milestone: int | None = Field(default=None, ge=1, description=(
+        "For a milestone bonus: the count of successful referrals it celebrates."))
     recipient: Recipient
     conversion_id: Identifier
     kind: RewardKind

@@ -15,6 +15,7 @@ from referral_kit.migrations import migrate
 
 from .config import NotifierSettings
 from .delivery import Delivery
+from .digest import DigestScheduler
 from .notifications import NotificationStore
 from .outcomes import OutcomeAnnouncer
 from .smtp import SmtpSender
@@ -67,6 +68,9 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
                 max_backoff_s=settings.retry_max_backoff_seconds))
             await consumer.start()
             stack.push_async_callback(consumer.stop)
+            digests = DigestScheduler(settings=settings, delivery=delivery, tokens=tokens)
+            await digests.start()
+            stack.push_async_callback(digests.stop)
             state.update(pool=pool, consumer=consumer, suppressions=suppressions)
             stack.callback(state.clear)  # first thing on shutdown: stop answering ready
             yield

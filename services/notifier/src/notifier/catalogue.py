@@ -189,3 +189,104 @@ MESSAGES: dict[str, dict[str, str]] = {
         "unsubscribe.invalid.title": 'Questo link non funziona',
     },
 }
+
+
+# Milestone and digest texts.
+_MORE: dict[str, dict[str, str]] = {
+    "en": {
+        "referrer.milestone.subject": 'You reached {count} successful referrals at {program}: '
+                                      '{amount} bonus',
+        "referrer.milestone.body": 'Congratulations: {count} people you referred to {program} '
+                                   'became customers. As a thank-you you earn a bonus of '
+                                   '{amount}, pending until {date}.',
+        "digest.subject": '{program} referrals {period}: {attributed} referred orders, {revenue}',
+        "digest.intro": 'Here is how the referral programme of {program} did {period}.',
+        "digest.period.daily": 'on {date}',
+        "digest.period.weekly": 'in the week of {date}',
+        "digest.clicks": 'Clicks',
+        "digest.conversions": 'Conversions',
+        "digest.attributed": 'Referred orders',
+        "digest.conversion_rate": 'Conversion rate',
+        "digest.revenue": 'Referred revenue',
+        "digest.reward_cost": 'Reward cost',
+        "digest.roi": 'ROI',
+        "digest.in_review": 'Rewards waiting for review',
+        "digest.top_channel": 'Best channel',
+        "digest.dashboard": 'Open the dashboard',
+        "digest.footer": 'You receive this digest as a marketer of {program}.',
+        "digest.none": 'none',
+    },
+    "nl": {
+        "referrer.milestone.subject": 'Je hebt {count} geslaagde doorverwijzingen bij {program}: '
+                                      '{amount} bonus',
+        "referrer.milestone.body": 'Gefeliciteerd: {count} mensen die je naar {program} hebt '
+                                   'doorverwezen, zijn klant geworden. Als bedankje krijg je een '
+                                   'bonus van {amount}, in afwachting tot {date}.',
+        "digest.subject": 'Doorverwijzingen {program} {period}: {attributed} doorverwezen '
+                          'bestellingen, {revenue}',
+        "digest.intro": 'Zo deed het referralprogramma van {program} het {period}.',
+        "digest.period.daily": 'op {date}',
+        "digest.period.weekly": 'in de week van {date}',
+        "digest.clicks": 'Klikken',
+        "digest.conversions": 'Conversies',
+        "digest.attributed": 'Doorverwezen bestellingen',
+        "digest.conversion_rate": 'Conversiepercentage',
+        "digest.revenue": 'Omzet via doorverwijzingen',
+        "digest.reward_cost": 'Kosten van beloningen',
+        "digest.roi": 'ROI',
+        "digest.in_review": 'Beloningen die op beoordeling wachten',
+        "digest.top_channel": 'Beste kanaal',
+        "digest.dashboard": 'Open het dashboard',
+        "digest.footer": 'Je ontvangt dit overzicht als marketeer van {program}.',
+        "digest.none": 'geen',
+    },
+    "da": {
+        "referrer.milestone.subject": 'Du har nået {count} vellykkede henvisninger hos {program}: '
+                                      '{amount} i bonus',
+        "referrer.milestone.body": 'Tillykke: {count} personer, du har henvist til {program}, er '
+                                   'blevet kunder. Som tak får du en bonus på {amount}, som '
+                                   'afventer indtil {date}.',
+        "digest.subject": 'Henvisninger hos {program} {period}: {attributed} henviste ordrer, '
+                          '{revenue}',
+        "digest.intro": 'Sådan gik henvisningsprogrammet hos {program} {period}.',
+        "digest.period.daily": 'den {date}',
+        "digest.period.weekly": 'i ugen fra {date}',
+        "digest.clicks": 'Klik',
+        "digest.conversions": 'Konverteringer',
+        "digest.attributed": 'Henviste ordrer',
+        "digest.conversion_rate": 'Konverteringsrate',
+        "digest.revenue": 'Omsætning fra henvisninger',
+        "digest.reward_cost": 'Omkostninger til belønninger',
+        "digest.roi": 'ROI',
+        "digest.in_review": 'Belønninger, der venter på gennemsyn',
+        "digest.top_channel": 'Bedste kanal',
+        "digest.dashboard": 'Åbn dashboardet',
+        "digest.footer": 'Du modtager denne oversigt som marketingansvarlig for {program}.',
+        "digest.none": 'ingen',
+    },
+    "it": {
+        "referrer.milestone.subject": 'Hai raggiunto {count} inviti riusciti su {program}: bonus '
+                                      'di {amount}',
+        "referrer.milestone.body": 'Complimenti: {count} persone che hai invitato su {program} '
+                                   'sono diventate clienti. Come ringraziamento ricevi un bonus '
+                                   'di {amount}, in attesa fino al {date}.',
+        "digest.subject": 'Inviti {program} {period}: {attributed} ordini da inviti, {revenue}',
+        "digest.intro": 'Ecco come è andato il programma di inviti di {program} {period}.',
+        "digest.period.daily": 'il {date}',
+        "digest.period.weekly": 'nella settimana del {date}',
+        "digest.clicks": 'Clic',
+        "digest.conversions": 'Conversioni',
+        "digest.attributed": 'Ordini da inviti',
+        "digest.conversion_rate": 'Tasso di conversione',
+        "digest.revenue": 'Ricavi da inviti',
+        "digest.reward_cost": 'Costo dei premi',
+        "digest.roi": 'ROI',
+        "digest.in_review": 'Premi in attesa di revisione',
+        "digest.top_channel": 'Canale migliore',
+        "digest.dashboard": 'Apri la dashboard',
+        "digest.footer": 'Ricevi questo riepilogo come marketer di {program}.',
+        "digest.none": 'nessuno',
+    },
+}
+for _locale, _texts in _MORE.items():
+    MESSAGES[_locale].update(_texts)

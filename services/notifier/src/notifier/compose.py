@@ -16,6 +16,7 @@ from referral_events import (
     RewardApproved,
     RewardEvent,
     RewardPending,
+    RewardPurpose,
     RewardRejected,
     RewardReversed,
     utcnow,
@@ -43,8 +44,11 @@ class Email:
 
 
 def template_for(event: RewardEvent) -> str | None:
-    """``<beneficiary>.<status>``, or None for events nobody is emailed about (in review)."""
+    """``<beneficiary>.<status>``, ``referrer.milestone`` for a new milestone bonus, or None
+    for events nobody is emailed about (in review)."""
     status = _STATUS.get(type(event))
+    if status == "pending" and event.purpose is RewardPurpose.MILESTONE:
+        return "referrer.milestone"
     return f"{event.beneficiary.value}.{status}" if status else None
 
 
@@ -63,12 +67,12 @@ def format_amount(amount: int, currency: str, kind: str, locale: str) -> str:
     if kind == "points":
         return MESSAGES[locale]["points"].format(count=f"{amount:,}".replace(",", "\u202f"))
     digits = get_currency_precision(currency)
-    return format_currency(amount / 10**digits, currency, locale=_babel(locale))
+    return format_currency(amount / 10**digits, currency, locale=babel_locale(locale))
 
 
 def format_day(moment: datetime, locale: str) -> str:
     """The (UTC) day of ``moment`` as the locale writes it in prose (nl ``6 december 2026``)."""
-    return format_date(moment, format="long", locale=_babel(locale))
+    return format_date(moment, format="long", locale=babel_locale(locale))
 
 
 def plain_reason(reason: str, locale: str) -> str:
@@ -79,7 +83,7 @@ def plain_reason(reason: str, locale: str) -> str:
 
 
 @cache
-def _babel(locale: str) -> Locale:
+def babel_locale(locale: str) -> Locale:
     try:
         return Locale.parse(locale)
     except (UnknownLocaleError, ValueError):
@@ -87,7 +91,7 @@ def _babel(locale: str) -> Locale:
 
 
 @cache
-def _jinja() -> Environment:
+def templates() -> Environment:
     return Environment(loader=PackageLoader("notifier", "templates"),
                        autoescape=select_autoescape(["html", "html.j2"]),
                        keep_trailing_newline=True)
@@ -112,6 +116,7 @@ def compose(event: RewardEvent, *, unsubscribe_url: str | None = None) -> Email 
         "amount": format_amount(event.amount, event.currency, event.kind.value, locale),
         "date": format_day(getattr(event, "available_at", event.occurred_at), locale),
         "reason": plain_reason(getattr(event, "reason", ""), locale),
+        "count": event.milestone or "",
     }
     subject = texts[f"{template}.subject"].format(**values)
     greeting = (texts["greeting"].format(**values) if event.recipient.name
@@ -120,7 +125,7 @@ def compose(event: RewardEvent, *, unsubscribe_url: str | None = None) -> Email 
                "paragraphs": [texts[f"{template}.body"].format(**values)],
                "footer": texts["footer"].format(**values),
                "unsubscribe_url": unsubscribe_url, "unsubscribe_text": texts["unsubscribe"]}
-    env = _jinja()
+    env = templates()
     return Email(template=template, locale=locale, program_id=event.program_id,
                  recipient=str(event.recipient.email),
                  subject=subject, text=env.get_template("email.txt.j2").render(context),

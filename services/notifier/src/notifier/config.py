@@ -3,6 +3,8 @@ own under ``NOTIFIER_``."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 from referral_kit.settings import DatabaseSettings, PlatformSettings
@@ -27,6 +29,17 @@ class NotifierSettings(PlatformSettings, DatabaseSettings):
     unsubscribe_secret: SecretStr = SecretStr(DEFAULT_UNSUBSCRIBE_SECRET)
     unsubscribe_token_days: int = Field(
         180, ge=1, le=3650, description="How long an unsubscribe link keeps working.")
+    digest_period: Literal["daily", "weekly", "off"] = Field(
+        "daily", description="How often marketers get their programme's digest.")
+    digest_delay_seconds: float = Field(
+        300.0, ge=0, description="Wait after a period ends before its digest (stats settle).")
+    digest_check_seconds: float = Field(60.0, gt=0, description="How often the digest "
+                                        "scheduler looks for a period to report.")
+    rewards_url: str = Field("http://127.0.0.1:8002",
+                             description="The rewards admin API the digest reads stats from.")
+    dashboard_url: str | None = Field(None, description="Link in the digest; default: "
+                                      "<rewards_url>/dashboard.")
+    admin_token: SecretStr = Field(SecretStr("dev-admin-token"), validation_alias="ADMIN_TOKEN")
     retry_initial_backoff_seconds: float = Field(
         0.2, gt=0, description="First wait after a transient SMTP failure (then doubling).")
     retry_max_backoff_seconds: float = Field(
@@ -42,6 +55,10 @@ class NotifierSettings(PlatformSettings, DatabaseSettings):
             raise ValueError("NOTIFIER_UNSUBSCRIBE_SECRET still has its development default; "
                              "set a long random secret in production.")
         return self
+
+    @property
+    def dashboard(self) -> str:
+        return self.dashboard_url or f"{self.rewards_url.rstrip('/')}/dashboard"
 
     @property
     def message_id_domain(self) -> str:

@@ -44,6 +44,7 @@ def _common(reward: Any, program: Any) -> dict[str, Any]:
         reward_id=reward["id"], program_id=reward["program_id"], program_name=program["name"],
         program_locale=program["locale"], referrer_id=reward["referrer_id"],
         beneficiary=reward["beneficiary"], purpose=reward.get("purpose") or "referral",
+        milestone=reward.get("milestone"),
         recipient=Recipient(email=reward["recipient_email"], name=reward["recipient_name"],
                             locale=reward["recipient_locale"]),
         conversion_id=reward["conversion_id"], kind=reward["kind"], amount=reward["amount"],

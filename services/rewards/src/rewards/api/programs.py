@@ -43,6 +43,14 @@ async def create_program(body: ProgramCreate, conn: Conn, topics: Topics) -> Pro
     return ProgramCreated(**_program(row), secret_key=secret_key)
 
 
+@router.get("/programs", response_model=list[ProgramRead])
+async def list_programs(conn: Conn, active: bool | None = None) -> list[ProgramRead]:
+    """Every programme, oldest first; ``active`` filters on the programme's state."""
+    rows = await conn.fetch("SELECT * FROM programs WHERE ($1::boolean IS NULL OR active = $1)"
+                            " ORDER BY created_at, id", active)
+    return [ProgramRead(**_program(row)) for row in rows]
+
+
 @router.get("/programs/{program_id}", response_model=ProgramRead)
 async def get_program(program_id: str, conn: Conn) -> ProgramRead:
     row = await service.get_program(conn=conn, program_id=program_id)

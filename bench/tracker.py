@@ -10,11 +10,17 @@ the medians are kept. Then 500-event ``POST /v1/batch`` requests, and finally th
 conversions topic is read back and every acknowledged conversion id looked up.
 
 Figures: ``tracker.baseline_rps``, ``tracker.single_rps``, ``tracker.single_p99_ms``,
-``tracker.baseline_p99_ms``, ``tracker.ratio`` (target ≥ 0.8),
+``tracker.baseline_p99_ms``, ``tracker.ratio`` (target ≥ 0.8: the median over the rounds of
+single/baseline, each round's two runs back to back),
+``tracker.baseline_cpu_us`` and ``tracker.single_cpu_us`` (server CPU per request, less
+sensitive to other load on the machine than req/s),
 ``tracker.batch_events_per_s`` (target ≥ 30,000), ``tracker.acked_events``,
 ``tracker.lost_events`` (must be 0; a loss fails the run).
 
-``BENCH_TRACKER_SECONDS`` (8) and ``BENCH_TRACKER_ROUNDS`` (3) shorten or lengthen it.
+``BENCH_TRACKER_SECONDS`` (6) and ``BENCH_TRACKER_ROUNDS`` (4) shorten or lengthen it;
+``BENCH_TRACKER_PYTHONPATH`` runs the tracker from other sources (e.g. an older commit's
+``services/tracker/src``, ``libs/*/src`` exported with ``git archive``) against the same
+baseline, for before/after figures.
 """
 
 from __future__ import annotations
@@ -54,8 +60,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from .results import record
 
 COMMAND = "make bench"
-DURATION = float(os.environ.get("BENCH_TRACKER_SECONDS", "8"))
-ROUNDS = int(os.environ.get("BENCH_TRACKER_ROUNDS", "3"))
+DURATION = float(os.environ.get("BENCH_TRACKER_SECONDS", "6"))
+ROUNDS = int(os.environ.get("BENCH_TRACKER_ROUNDS", "4"))
 WARMUP = 2.0
 CONNECTIONS = 32
 BATCH_SIZE = 500
@@ -127,6 +133,12 @@ class LoadRun:
     p99_ms: float
     generated: list[str] = field(default_factory=list)  # every conversion id sent
     acked_ids: set[str] | None = None  # exactly which were acknowledged, when known
+    cpu_seconds: float = 0.0  # used by the server process during the run
+
+    @property
+    def cpu_us(self) -> float:
+        """Server CPU per answered request, in µs."""
+        return 1e6 * self.cpu_seconds / max(self.requests, 1)
 
     @property
     def durable(self) -> bool:
@@ -148,6 +160,14 @@ class Server:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used so far (all threads)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -450,8 +470,12 @@ def platform(workdir: Path) -> Iterator[tuple[str, TopicRegistry, Server, Server
                "TRACKER_RATE_LIMIT_SECRET": "100000000/second"}
         tracker_port, baseline_port = free_port(), free_port()
         env["TRACKER_HOST"], env["TRACKER_PORT"] = "127.0.0.1", str(tracker_port)
-        servers.append(start_server("tracker", [str(BIN / "tracker")], env, tracker_port,
-                                    "/readyz", workdir))
+        tracker_env = dict(env)
+        if other := os.environ.get("BENCH_TRACKER_PYTHONPATH"):  # another tracker's sources
+            tracker_env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (other, env.get("PYTHONPATH")) if p)
+        servers.append(start_server("tracker", [str(BIN / "tracker")], tracker_env,
+                                    tracker_port, "/readyz", workdir))
         servers.append(start_server(
             "baseline", [sys.executable, "-m", "bench.tracker_baseline", str(baseline_port)],
             {**env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
@@ -491,15 +515,20 @@ def main() -> int:
 
             def load(server: Server, target: str, seconds: float) -> LoadRun:
                 progress.update(task, description=f"{target}: {seconds:g} s of load")
+                cpu = server.cpu_seconds()
                 run = generator.run(target, server.url, seconds=seconds,
                                     prefix=f"{target}{len(runs)}-{uuid.uuid4().hex[:6]}",
                                     secret_key=secret_key, code=code)
+                run.cpu_seconds = cpu = server.cpu_seconds() - cpu
                 runs.append(run)
                 progress.advance(task)
                 if not target.startswith("warm"):
+                    # CPU per request: the application's cost, less sensitive than req/s
+                    # to other processes on the machine (which leave the server idle).
                     progress.console.print(
                         f"  {target:<8} {run.rps:8,.0f} req/s  p50 {run.p50_ms:6.1f} ms  "
-                        f"p99 {run.p99_ms:6.1f} ms  errors {run.errors}")
+                        f"p99 {run.p99_ms:6.1f} ms  errors {run.errors}  server CPU "
+                        f"{100 * cpu / run.seconds:3.0f}%, {run.cpu_us:4.0f} µs/request")
                 return run
 
             load(baseline, "warm-baseline", WARMUP)
@@ -554,12 +583,17 @@ def main() -> int:
 
     baseline_rps = statistics.median(b.rps for b, _ in pairs)
     single_rps = statistics.median(t.rps for _, t in pairs)
+    # Each round's pair ran back to back: their ratio is immune to the machine's load
+    # drifting between rounds, which the ratio of the two medians is not.
+    ratio = statistics.median(t.rps / b.rps for b, t in pairs if b.rps)
     figures: dict[str, float | int] = {
         "tracker.baseline_rps": round(baseline_rps, 1),
         "tracker.baseline_p99_ms": round(statistics.median(b.p99_ms for b, _ in pairs), 2),
         "tracker.single_rps": round(single_rps, 1),
         "tracker.single_p99_ms": round(statistics.median(t.p99_ms for _, t in pairs), 2),
-        "tracker.ratio": round(single_rps / baseline_rps, 3) if baseline_rps else 0.0,
+        "tracker.ratio": round(ratio, 3),
+        "tracker.baseline_cpu_us": round(statistics.median(b.cpu_us for b, _ in pairs), 1),
+        "tracker.single_cpu_us": round(statistics.median(t.cpu_us for _, t in pairs), 1),
         "tracker.acked_events": acked,
         "tracker.lost_events": lost,
     }

@@ -236,6 +236,11 @@ def _lean_handler(route: Any, standard: Handler) -> Handler | None:
                     [{"type": "json_invalid", "loc": ("body", exc.pos),
                       "msg": "JSON decode error", "input": {}, "ctx": {"error": exc.msg}}],
                     body=exc.doc) from exc
+            except UnicodeDecodeError as exc:  # not UTF-8 text at all: as invalid JSON, a 422
+                raise RequestValidationError(
+                    [{"type": "json_invalid", "loc": ("body", exc.start),
+                      "msg": "JSON decode error", "input": {},
+                      "ctx": {"error": f"body is not UTF-8 text ({exc.reason})"}}]) from exc
         elif raw:
             received = raw
         values, errors = await request_body_to_args(body_params, received, embed)

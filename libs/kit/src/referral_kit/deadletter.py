@@ -6,9 +6,21 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from referral_events import EventDeadLettered, EventError, Topic, encode, new_event, utcnow
+from referral_events import (
+    MAX_EVENT_BYTES,
+    EventDeadLettered,
+    EventError,
+    Topic,
+    encode,
+    new_event,
+    utcnow,
+)
 
 log = structlog.get_logger(__name__)
+
+KEPT_VALUE_BYTES = MAX_EVENT_BYTES // 2
+"""A refused message larger than this is not copied into its dead letter: the dead letter would
+itself exceed MAX_EVENT_BYTES, and no reader (nor referral-replay) could decode it."""
 
 
 async def dead_letter(
@@ -24,8 +36,12 @@ async def dead_letter(
 ) -> None:
     """Publish the original message and the typed reason; waits for the broker's ack,
     so the source offset may be committed afterwards without losing the message."""
-    text, is_b64 = EventDeadLettered.wrap_value(value)
     reason = getattr(error, "reason", None) or str(error) or type(error).__name__
+    if value is not None and len(value) > KEPT_VALUE_BYTES:
+        reason = f"{reason[:1800]} (the original {len(value)} bytes are not kept; " \
+                 f"find them at the partition and offset above)"
+        value = None
+    text, is_b64 = EventDeadLettered.wrap_value(value)
     record = EventDeadLettered(
         original_topic=topic.name,
         partition=partition,

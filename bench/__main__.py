@@ -11,8 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from .results import load
+from .summary import DETAIL, update
 
-AREAS = ["tracker"]  # each is bench/<area>.py with main() -> int
+AREAS = ["tracker", "e2e"]  # each is bench/<area>.py with main() -> int
 
 
 def main(argv: list[str]) -> int:
@@ -29,15 +30,18 @@ def main(argv: list[str]) -> int:
             code = 1
         if code:
             failed.append(area)
-        console.print(f"{area}: {'FAILED' if code else 'done'} in {time.monotonic() - started:.0f} s")
+        console.print(f"{area}: {'FAILED' if code else 'done'} in "
+                      f"{time.monotonic() - started:.0f} s")
     table = Table(title="bench/results/latest.json")
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key, value in load().items():
-        if key.split(".", 1)[0] in areas:
+        if key.split(".", 1)[0] in areas and not DETAIL.match(key):
             table.add_row(key, f"{value:,.3f}".rstrip("0").rstrip(".") if isinstance(value, float)
                           else f"{value:,}")
     console.print(table)
+    if update():  # the summary table at the top of docs/performance.md
+        console.print("docs/performance.md: summary table updated")
     if failed:
         console.print(f"[red]failed runs: {', '.join(failed)}[/red]")
     return 1 if failed else 0

@@ -1,0 +1,785 @@
+"""End-to-end benchmark: from the tracker's 202 for a conversion to the referrer's email at
+the SMTP sink, through every service as its own process on real infrastructure.
+
+On free ports and in a fresh temporary directory: embedded PostgreSQL, an embedded broker
+(Tansu), an in-process aiosmtpd sink that notes when each message arrives, the topics (a
+unique prefix), both migrations, and the tracker, attribution, rewards API, rewards worker
+and notifier (the console scripts ``make up`` runs). Through the admin API: one programme
+(hold ``PT0S``, a referrer reward of 10.00 EUR, no friend reward, the velocity and
+code-conversion-rate fraud checks off, since synthetic traffic trips them by design) and
+``20,000 x BENCH_E2E_SCALE`` referrers (32 requests in flight). Then ``200,000 x scale``
+clicks through ``POST /v1/batch`` (500 per batch), waited for until the stats API counts all
+of them (attribution has then seen every click). Then conversions at stepped offered rates
+(100, 200, 400, 800, … per second; ``15 x scale`` s a step, at least 4 s; 200/s gets a
+third longer), open loop, ``20,000 x scale`` in all: 3 % are sent again 1 s later (a
+checkout retry: must earn nothing more), 2 % are reversed (refund) 3 s later, 2 % are
+self-referrals (the customer is the referrer: must earn nothing).
+
+Matching: every conversion of the timed run names its own referrer (a referrer is used once
+in the whole run), so the referrer's address identifies the conversion, and the email that
+is measured is the first one the conversion causes, the reward *pending* email
+(``referrer.pending``). With hold ``PT0S`` the hold scheduler approves the reward within its
+poll period (``REWARDS_SCHEDULER_INTERVAL_SECONDS``, 1 s) and a second email
+(``referrer.approved``) follows; its latency is reported separately (``e2e.approved_*``).
+
+Checked against the generator's oracle once the pipeline has drained (polled, with a
+deadline): every rewarded conversion has exactly one referrer reward (approved, or reversed
+when it was reversed), and its referrer got exactly one pending email and one approved (or
+reversed) email; self-referrals and duplicates earn nothing extra. ``e2e.lost`` counts what
+is missing, ``e2e.duplicates`` what is there more than once or should not be there at all;
+either above 0 fails the run.
+
+Figures: ``e2e.p50_ms``, ``e2e.p99_ms`` (pending email, at 200/s offered; target p99 < 1 s),
+``e2e.approved_p50_ms``, ``e2e.approved_p99_ms``, ``e2e.max_conversions_per_s`` (highest
+offered rate whose p99 stayed under 1 s; 0 if none), ``e2e.rate_<r>_p99_ms`` and
+``e2e.rate_<r>_emails_per_s`` per step, set-up rates (``e2e.referrers_per_s``,
+``e2e.clicks_per_s``, ``e2e.click_drain_s``), ``e2e.scale``, ``e2e.lost``, ``e2e.duplicates``.
+Plot: ``docs/performance-e2e.png`` (also in ``bench/results/``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from aiosmtpd.controller import Controller
+from referral_devstack.broker import EmbeddedBroker
+from referral_devstack.demo import BOT_UA
+from referral_devstack.net import free_port, wait_for_port
+from referral_devstack.postgres import EmbeddedPostgres, with_database
+from referral_events import TopicRegistry
+from referral_kit.kafka import ensure_topics
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from .results import LATEST, RESULTS, load, record
+
+
+def _command() -> str:
+    """How this run was started, as someone would type it again."""
+    scale = os.environ.get("BENCH_E2E_SCALE")
+    prefix = f"BENCH_E2E_SCALE={scale} " if scale else ""
+    alone = sys.argv[1:] and "e2e" in sys.argv[1:]
+    return prefix + (".venv/bin/python -m bench e2e" if alone else "make bench")
+
+SCALE = float(os.environ.get("BENCH_E2E_SCALE", "1.0"))
+REFERRERS = max(50, round(20_000 * SCALE))
+CLICKS = max(500, round(200_000 * SCALE))
+CONVERSIONS = max(50, round(20_000 * SCALE))
+STEP_SECONDS = float(os.environ.get("BENCH_E2E_STEP_SECONDS", max(3.0, 15.0 * SCALE)))
+RATES = [25, 50, 100, 200, 400, 800, 1600, 3200]
+HEADLINE_RATE = 200
+TARGET_P99_MS = 1000.0
+BATCH = 500
+DUPLICATE_SHARE, REVERSAL_SHARE, SELF_SHARE = 0.03, 0.02, 0.02
+ADMIN_TOKEN = "bench-admin-token"  # noqa: S105 (a throw-away local stack)
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
+PLOT = ROOT / "docs" / "performance-e2e.png"
+BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0"
+
+console = Console()
+
+
+# -- the SMTP sink -------------------------------------------------------------------------
+
+class SinkHandler:
+    """aiosmtpd handler in the sink's own process: for every message, when it arrived
+    (CLOCK_MONOTONIC, which every process on the machine shares), to whom, which email (from
+    the subject), one line each in a file. Only headers are parsed."""
+
+    def __init__(self, path: str) -> None:
+        self._out = open(path, "a", buffering=1)
+        self._parser = BytesHeaderParser()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        now = time.monotonic()
+        raw = envelope.original_content or envelope.content
+        subject = str(self._parser.parsebytes(raw if isinstance(raw, bytes) else raw.encode())
+                      .get("Subject", "")).lower()
+        kind = ("pending" if "pending" in subject else "approved" if "available" in subject
+                else "reversed" if "reversed" in subject else "rejected"
+                if "not approved" in subject else "other")
+        self._out.write("".join(f"{now:.6f}\t{rcpt.lower()}\t{kind}\n"
+                                for rcpt in envelope.rcpt_tos))
+        return "250 Message accepted for delivery"
+
+
+def _sink_process(port: int, path: str) -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # the server's threads too
+    controller = Controller(SinkHandler(path), hostname="127.0.0.1", port=port, ready_timeout=10)
+    controller.start()
+    signal.sigwait({signal.SIGTERM})
+    controller.stop()
+
+
+class Sink:
+    """The SMTP sink, an aiosmtpd server in a process of its own (in the load generator's
+    process its thread would wait for the GIL at every SMTP command and slow the notifier
+    down); ``arrivals`` reads what it noted so far."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.path = workdir / "arrivals.tsv"
+        self.path.touch()
+        self._arrivals: list[tuple[float, str, str]] = []
+        self._offset = 0
+        self._proc = multiprocessing.get_context("spawn").Process(
+            target=_sink_process, args=(self.port, str(self.path)), daemon=True)
+
+    def start(self) -> None:
+        self._proc.start()
+        wait_for_port("127.0.0.1", self.port, timeout=30, what="SMTP sink")
+
+    def stop(self) -> None:
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(10)
+
+    @property
+    def arrivals(self) -> list[tuple[float, str, str]]:
+        with open(self.path, "rb") as f:
+            f.seek(self._offset)
+            chunk = f.read()
+        complete = chunk[:chunk.rfind(b"\n") + 1]
+        self._offset += len(complete)
+        for line in complete.decode().splitlines():
+            at, rcpt, kind = line.split("\t")
+            self._arrivals.append((float(at), rcpt, kind))
+        return self._arrivals
+
+
+# -- the stack -----------------------------------------------------------------------------
+
+@dataclass
+class Stack:
+    workdir: Path
+    env: dict[str, str]
+    urls: dict[str, str]
+    database_url: str
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def log(self, name: str) -> Path:
+        return self.workdir / f"{name}.log"
+
+    def start(self, name: str, argv: list[str], **env: str) -> None:
+        with open(self.log(name), "wb") as out:
+            self.procs[name] = subprocess.Popen(  # noqa: S603
+                argv, env={**self.env, **env}, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True, cwd=self.workdir)
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                tail = "\n".join(self.log(name).read_text(errors="replace").splitlines()[-20:])
+                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs.values()):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in reversed(self.procs.values()):
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def cpu_seconds(self) -> dict[str, float]:
+        out = {}
+        for name, proc in self.procs.items():
+            with contextlib.suppress(OSError, IndexError):
+                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                out[name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return out
+
+
+async def start_stack(workdir: Path, pg: EmbeddedPostgres, broker: EmbeddedBroker,
+                      smtp_port: int) -> Stack:
+    conn = await asyncpg.connect(pg.uri)
+    try:
+        await conn.execute('CREATE DATABASE "referrals"')
+    finally:
+        await conn.close()
+    ports = {n: free_port() for n in ("tracker", "rewards", "worker", "notifier", "attribution")}
+    env = {
+        **os.environ,
+        "ENVIRONMENT": "local", "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1",
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_ENABLE_IDEMPOTENCE": "false",
+        "TOPIC_PREFIX": f"e2e{uuid.uuid4().hex[:6]}.", "DATABASE_URL": with_database(pg.uri,
+                                                                                   "referrals"),
+        "ADMIN_TOKEN": ADMIN_TOKEN, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_port),
+        "TRACKER_PORT": str(ports["tracker"]), "REWARDS_PORT": str(ports["rewards"]),
+        "REWARDS_WORKER_PORT": str(ports["worker"]), "NOTIFIER_PORT": str(ports["notifier"]),
+        "ATTRIBUTION_WEB_PORT": str(ports["attribution"]),
+        "ATTRIBUTION_DATA_DIR": str(workdir / "attribution"),
+        "REWARDS_TRACKER_PUBLIC_URL": f"http://127.0.0.1:{ports['tracker']}",
+        "NOTIFIER_PUBLIC_URL": f"http://127.0.0.1:{ports['notifier']}",
+        "NOTIFIER_REWARDS_URL": f"http://127.0.0.1:{ports['rewards']}",
+        "NOTIFIER_DIGEST_PERIOD": "off",
+        # The synthetic load is one programme key; the default budgets are per real shop.
+        "TRACKER_RATE_LIMIT_SECRET": "unlimited",
+        "TRACKER_CLICK_DEDUPE_CAPACITY": str(max(200_000, CLICKS * 2)),
+        "TRACKER_RECENT_WRITES": str(max(100_000, CONVERSIONS * 2)),
+    }
+    stack = Stack(workdir, env, {n: f"http://127.0.0.1:{p}" for n, p in ports.items()},
+                  env["DATABASE_URL"])
+    try:
+        await _start_services(stack, broker)
+    except BaseException:
+        stack.stop()  # nothing started may outlive a failed start
+        raise
+    return stack
+
+
+async def _start_services(stack: Stack, broker: EmbeddedBroker) -> None:
+    env = stack.env
+    topics = TopicRegistry(env["TOPIC_PREFIX"], int(env.get("TOPIC_PARTITIONS", "4")))
+    await ensure_topics(broker.bootstrap, topics.all())
+    for service in ("rewards", "notifier"):
+        await asyncio.to_thread(subprocess.run, [str(BIN / service), "migrate"], env=env,
+                                check=True, capture_output=True, timeout=120)
+    stack.start("tracker", [str(BIN / "tracker")])
+    stack.start("attribution", [str(BIN / "attribution")], LOG_LEVEL="WARN")  # Faust's word
+    stack.start("rewards-api", [str(BIN / "rewards"), "api"])
+    stack.start("rewards-worker", [str(BIN / "rewards"), "worker"])
+    stack.start("notifier", [str(BIN / "notifier"), "run"])
+    async with httpx.AsyncClient(timeout=2) as client:
+        for name in ("rewards", "tracker", "notifier", "attribution", "worker"):
+            deadline = time.monotonic() + 120
+            while True:
+                stack.check_alive()
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{stack.urls[name]}/readyz")).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} not ready after 120 s")
+                await asyncio.sleep(0.25)
+
+
+# -- the journeys --------------------------------------------------------------------------
+
+@dataclass
+class Conversion:
+    conversion_id: str
+    referrer: int  # index into the referrers
+    kind: str  # normal | self | reversal
+    rate: int
+    sent_at: float = 0.0  # monotonic, when the 202 came
+    sent_wall: float = 0.0  # the same moment by the wall clock (PostgreSQL's timestamps)
+    status: str = ""  # accepted | duplicate | error
+    resent: bool = False
+
+
+def progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TaskProgressColumn(), TextColumn("{task.fields[info]}"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+
+
+async def create_referrers(admin: httpx.AsyncClient, program_id: str) -> list[dict[str, str]]:
+    referrers: list[dict[str, str] | None] = [None] * REFERRERS
+    queue = iter(range(REFERRERS))
+    with progress() as bar:
+        task = bar.add_task("referrers (admin API, 32 in flight)", total=REFERRERS, info="")
+
+        async def worker() -> None:
+            for n in queue:
+                for attempt in range(5):
+                    r = await admin.post(f"/v1/programs/{program_id}/referrers", json={
+                        "external_id": f"ref-{n}", "email": f"referrer{n}@bench.example",
+                        "name": f"Referrer {n}", "locale": "en"})
+                    if r.status_code in (200, 201):
+                        referrers[n] = {**r.json(), "email": f"referrer{n}@bench.example",
+                                        "external_id": f"ref-{n}"}
+                        break
+                    await asyncio.sleep(0.2 * (attempt + 1))
+                else:
+                    raise RuntimeError(f"referrer {n}: {r.status_code} {r.text[:300]}")
+                bar.advance(task)
+
+        await asyncio.gather(*(worker() for _ in range(32)))
+    return [r for r in referrers if r is not None]
+
+
+async def wait_codes_live(tracker: httpx.AsyncClient, referrers: list[dict[str, str]]) -> None:
+    sample = referrers[-20:] + random.sample(referrers, min(50, len(referrers)))
+    deadline = time.monotonic() + 120
+    pending = {r["code"] for r in sample}
+    while pending:
+        for code in list(pending):
+            r = await tracker.get(f"/r/{code}", headers={"User-Agent": BOT_UA})
+            if r.status_code == 302:
+                pending.discard(code)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the tracker never learnt {len(pending)} codes")
+        await asyncio.sleep(0.2)
+
+
+async def send_clicks(tracker: httpx.AsyncClient, secret: str,
+                      referrers: list[dict[str, str]]) -> tuple[list[str | None], int]:
+    """Every referrer's code gets CLICKS/REFERRERS clicks, each from its own visitor; the
+    first click id per referrer is kept for that referrer's conversion."""
+    first_click: list[str | None] = [None] * len(referrers)
+    accepted = 0
+    batches = [list(range(i, min(i + BATCH, CLICKS))) for i in range(0, CLICKS, BATCH)]
+    auth = {"Authorization": f"Bearer {secret}"}
+    with progress() as bar:
+        task = bar.add_task(f"clicks (POST /v1/batch x {BATCH}, 4 in flight)", total=CLICKS,
+                            info="")
+        todo = iter(batches)
+
+        async def worker() -> None:
+            nonlocal accepted
+            for batch in todo:
+                events = [{"type": "click", "code": referrers[n % len(referrers)]["code"],
+                           "visitor_id": f"v-{n}", "channel": "email", "user_agent": BROWSER_UA,
+                           "url": "https://shop.example/"} for n in batch]
+                for attempt in range(10):
+                    r = await tracker.post("/v1/batch", json={"events": events}, headers=auth)
+                    if r.status_code == 202:
+                        results = r.json()["results"]
+                        retry = []
+                        for item in results:
+                            n = batch[item["index"]]
+                            if item["status"] in ("accepted", "duplicate"):
+                                accepted += item["status"] == "accepted"
+                                owner = n % len(referrers)
+                                if first_click[owner] is None:
+                                    first_click[owner] = item["click_id"]
+                            else:
+                                retry.append(item["index"])
+                        if not retry:
+                            break
+                        events = [events[i] for i in retry]
+                        batch = [batch[i] for i in retry]
+                    await asyncio.sleep(0.2 * (attempt + 1))
+                else:
+                    raise RuntimeError(f"click batch refused: {r.status_code} {r.text[:300]}")
+                bar.advance(task, BATCH)
+                bar.update(task, info=f"{accepted:,} accepted")
+
+        await asyncio.gather(*(worker() for _ in range(4)))
+    return first_click, accepted
+
+
+async def wait_clicks_counted(admin: httpx.AsyncClient, program_id: str, expected: int,
+                              stack: Stack) -> None:
+    with progress() as bar:
+        task = bar.add_task("clicks counted by attribution (stats API)", total=expected, info="")
+        deadline = time.monotonic() + max(300, CLICKS / 200)
+        while True:
+            stack.check_alive()
+            clicks = (await admin.get(f"/v1/programs/{program_id}/stats")).json().get("clicks", 0)
+            bar.update(task, completed=clicks)
+            if clicks >= expected:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {clicks:,} of {expected:,} clicks counted")
+            await asyncio.sleep(1)
+
+
+def conversion_body(conv: Conversion, referrers: list[dict[str, str]],
+                    first_click: list[str | None]) -> dict[str, Any]:
+    ref = referrers[conv.referrer]
+    customer = ({"id": ref["external_id"], "email": f"buyer-{conv.conversion_id}@shop.example",
+                 "is_new": True} if conv.kind == "self" else
+                {"id": f"cust-{conv.conversion_id}", "email": f"{conv.conversion_id}@shop.example",
+                 "is_new": True})
+    body: dict[str, Any] = {"conversion_id": conv.conversion_id, "code": ref["code"],
+                            "customer": customer, "amount": 4999, "currency": "EUR"}
+    if first_click[conv.referrer]:
+        body["click_id"] = first_click[conv.referrer]
+    return body
+
+
+async def run_step(tracker: httpx.AsyncClient, secret: str, rate: int, count: int,
+                   next_referrer: int, referrers: list[dict[str, str]],
+                   first_click: list[str | None], bar: Progress, task: Any,
+                   rng: random.Random) -> list[Conversion]:
+    """Offer ``count`` conversions at ``rate``/s, open loop (a request is sent on schedule
+    whether or not earlier ones were answered)."""
+    auth = {"Authorization": f"Bearer {secret}"}
+    convs = []
+    for i in range(count):
+        roll = rng.random()
+        kind = ("self" if roll < SELF_SHARE else "reversal"
+                if roll < SELF_SHARE + REVERSAL_SHARE else "normal")
+        convs.append(Conversion(f"ord-{rate}-{i}-{uuid.uuid4().hex[:6]}", next_referrer + i,
+                                kind, rate))
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def post(path: str, body: dict[str, Any]) -> httpx.Response | None:
+        for attempt in range(5):
+            with contextlib.suppress(httpx.HTTPError):
+                r = await tracker.post(path, json=body, headers=auth)
+                if r.status_code == 202:
+                    return r
+            await asyncio.sleep(0.2 * (attempt + 1))
+        return None
+
+    async def one(conv: Conversion) -> None:
+        body = conversion_body(conv, referrers, first_click)
+        r = await post("/v1/conversions", body)
+        conv.sent_at, conv.sent_wall = time.monotonic(), time.time()
+        conv.status = r.json()["status"] if r is not None else "error"
+        bar.advance(task)
+        if conv.status == "error":
+            return
+        if rng.random() < DUPLICATE_SHARE:  # the checkout retries the same order
+            await asyncio.sleep(1.0)
+            r = await post("/v1/conversions", body)
+            conv.resent = r is not None
+        if conv.kind == "reversal":
+            await asyncio.sleep(3.0)
+            await post("/v1/reversals", {"conversion_id": conv.conversion_id, "reason": "refund"})
+
+    started = time.monotonic()
+    for i, conv in enumerate(convs):
+        delay = started + i / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        t = asyncio.create_task(one(conv))
+        tasks.add(t)
+        t.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.gather(*tasks)
+    return convs
+
+
+# -- oracle --------------------------------------------------------------------------------
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+def first_arrivals(sink: Sink) -> dict[tuple[str, str], float]:
+    first: dict[tuple[str, str], float] = {}
+    for at, rcpt, kind in list(sink.arrivals):
+        first.setdefault((rcpt, kind), at)
+    return first
+
+
+def latencies(convs: list[Conversion], referrers: list[dict[str, str]], sink: Sink,
+              kind: str = "pending") -> list[float]:
+    first = first_arrivals(sink)
+    out = []
+    for c in convs:
+        if c.kind == "normal" and c.status == "accepted":
+            at = first.get((referrers[c.referrer]["email"], kind))
+            out.append((at - c.sent_at) * 1000 if at else float("inf"))
+    return out
+
+
+def expected_emails(convs: list[Conversion], referrers: list[dict[str, str]]
+                    ) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for c in convs:
+        if c.status != "accepted":
+            continue
+        email = referrers[c.referrer]["email"]
+        out[email] = (set() if c.kind == "self" else {"pending", "approved"}
+                      if c.kind == "normal" else {"reversed"})
+    return out
+
+
+async def wait_drained(convs: list[Conversion], referrers: list[dict[str, str]], sink: Sink,
+                       stack: Stack, deadline_s: float, label: str) -> float:
+    """Poll until every expected email arrived (or the deadline); returns the seconds."""
+    expected = expected_emails(convs, referrers)
+    total = sum(len(v) for v in expected.values())
+    started = time.monotonic()
+    with progress() as bar:
+        task = bar.add_task(f"draining {label}", total=total, info="")
+        while True:
+            stack.check_alive()
+            got = {(r, k) for _, r, k in list(sink.arrivals)}
+            have = sum(1 for email, kinds in expected.items() for k in kinds if (email, k) in got)
+            bar.update(task, completed=have)
+            if have >= total or time.monotonic() - started > deadline_s:
+                return time.monotonic() - started
+            await asyncio.sleep(0.25)
+
+
+async def reward_rows(database_url: str, program_id: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetch(
+            "SELECT conversion_id, beneficiary, status, created_at FROM rewards.rewards"
+            " WHERE program_id = $1", program_id)
+    finally:
+        await conn.close()
+
+
+def reward_latencies(convs: list[Conversion], rows: list[asyncpg.Record]) -> list[float]:
+    """202 -> the reward row's creation (attribution + rewards worker), in ms."""
+    created = {r["conversion_id"]: r["created_at"].timestamp() for r in rows}
+    return [(created[c.conversion_id] - c.sent_wall) * 1000 for c in convs
+            if c.kind == "normal" and c.status == "accepted" and c.conversion_id in created]
+
+
+def check_oracle(convs: list[Conversion], referrers: list[dict[str, str]], sink: Sink,
+                 rows: list[asyncpg.Record]) -> tuple[int, int, list[str]]:
+    """(lost, duplicates, notes) against what the generator knows it sent."""
+    notes: list[str] = []
+    rewards: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for row in rows:
+        rewards[row["conversion_id"]].append((row["beneficiary"], row["status"]))
+    lost = dups = 0
+    by_id = {c.conversion_id: c for c in convs}
+    for c in convs:
+        got = rewards.get(c.conversion_id, [])
+        if c.status != "accepted" or c.kind == "self":
+            if got:
+                dups += len(got)
+                notes.append(f"{c.conversion_id} ({c.kind}, {c.status}) has rewards {got}")
+            continue
+        if not got:
+            lost += 1
+            notes.append(f"{c.conversion_id} ({c.kind}) has no reward")
+            continue
+        dups += len(got) - 1
+        want = "reversed" if c.kind == "reversal" else "approved"
+        if got[0] != ("referrer", want):
+            lost += 1
+            notes.append(f"{c.conversion_id} ({c.kind}): reward {got[0]}, expected {want}")
+    dups += sum(len(v) for k, v in rewards.items() if k not in by_id)
+    expected = expected_emails(convs, referrers)
+    counts = Counter((r, k) for _, r, k in sink.arrivals)
+    for email, kinds in expected.items():
+        for k in kinds:
+            if counts[(email, k)] == 0:
+                lost += 1
+                notes.append(f"{email}: no {k} email")
+    for (email, k), n in counts.items():
+        allowed = expected.get(email, set())
+        # A reversal may find its reward already approved (hold PT0S): that email is fine.
+        if k in allowed or (k in ("pending", "approved") and "reversed" in allowed):
+            dups += n - 1
+        else:
+            dups += n
+            notes.append(f"{email}: {n} unexpected {k} email(s)")
+    return lost, dups, notes
+
+
+# -- plot ----------------------------------------------------------------------------------
+
+def plot(convs: list[Conversion], referrers: list[dict[str, str]], sink: Sink,
+         t0: float, steps: list[tuple[int, float, float]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    first = first_arrivals(sink)
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
+    xs, ys = [], []
+    for c in convs:
+        if c.kind == "normal" and c.status == "accepted":
+            at = first.get((referrers[c.referrer]["email"], "pending"))
+            if at:
+                xs.append(c.sent_at - t0)
+                ys.append((at - c.sent_at) * 1000)
+    ax1.scatter(xs, ys, s=2, alpha=0.4, label="202 → pending email")
+    ax1.axhline(TARGET_P99_MS, color="red", linestyle="--", linewidth=1, label="1 s target")
+    ax1.set_yscale("log")
+    ax1.set_ylabel("latency (ms)")
+    for rate, start, end in steps:
+        ax1.axvspan(start - t0, end - t0, alpha=0.06, color="grey")
+        ax1.text((start + end) / 2 - t0, ax1.get_ylim()[1] if ys else 1, f"{rate}/s",
+                 ha="center", va="top", fontsize=8)
+    ax1.legend(loc="upper left", fontsize=8)
+    end = max([a for a, _, _ in sink.arrivals] + [c.sent_at for c in convs] + [t0 + 1]) - t0
+    bins = list(range(int(end) + 2))
+    ax2.hist([c.sent_at - t0 for c in convs if c.sent_at], bins=bins, histtype="step",
+             label="conversions accepted (202) /s")
+    ax2.hist([a - t0 for a, _, k in sink.arrivals if k == "pending" and a >= t0], bins=bins,
+             histtype="step", label="pending emails arrived /s")
+    ax2.set_xlabel("seconds since the first timed conversion")
+    ax2.set_ylabel("per second")
+    ax2.legend(loc="upper left", fontsize=8)
+    fig.suptitle(f"End to end: tracker 202 → referrer email (scale {SCALE:g})")
+    fig.tight_layout()
+    PLOT.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(PLOT, dpi=110)
+    plt.close(fig)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(PLOT, RESULTS / PLOT.name)
+
+
+# -- main ----------------------------------------------------------------------------------
+
+async def run() -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    console.print(f"scale {SCALE:g}: {REFERRERS:,} referrers, {CLICKS:,} clicks, "
+                  f"{CONVERSIONS:,} conversions, steps of {STEP_SECONDS:g} s; logs in {workdir}")
+    pg = await asyncio.to_thread(EmbeddedPostgres(workdir / "postgres",
+                                                  delete_on_stop=True).start)
+    broker = EmbeddedBroker(free_port(), log_path=workdir / "broker.log").start()
+    sink = Sink(workdir)
+    sink.start()
+    stack: Stack | None = None
+    figures: dict[str, float | int] = {"e2e.scale": SCALE}
+    try:
+        t = time.monotonic()
+        stack = await start_stack(workdir, pg, broker, sink.port)
+        console.print(f"stack up in {time.monotonic() - t:.0f} s")
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+        async with httpx.AsyncClient(base_url=stack.urls["rewards"], timeout=30,
+                                     headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as admin, \
+                httpx.AsyncClient(base_url=stack.urls["tracker"], timeout=30,
+                                  limits=limits) as tracker:
+            created = await admin.post("/v1/programs", json={
+                "name": "Bench Shop", "landing_url": "https://shop.example/", "currency": "EUR",
+                "hold_period": "PT0S", "referrer_reward": {"kind": "cash", "amount": 1000},
+                "friend_reward": None,
+                "fraud": {"velocity_per_hour": {"enabled": False},
+                          "conversion_rate": {"enabled": False}},
+                "locale": "en"})
+            created.raise_for_status()
+            program = created.json()
+            secret = program["secret_key"]
+
+            t = time.monotonic()
+            referrers = await create_referrers(admin, program["id"])
+            figures["e2e.referrers_per_s"] = round(len(referrers) / (time.monotonic() - t), 1)
+            await wait_codes_live(tracker, referrers)
+
+            t = time.monotonic()
+            first_click, accepted = await send_clicks(tracker, secret, referrers)
+            figures["e2e.clicks_per_s"] = round(CLICKS / (time.monotonic() - t), 1)
+            t = time.monotonic()
+            await wait_clicks_counted(admin, program["id"], accepted, stack)
+            figures["e2e.click_drain_s"] = round(time.monotonic() - t, 1)
+
+            rng = random.Random(9)  # noqa: S311
+            convs: list[Conversion] = []
+            steps: list[tuple[int, float, float]] = []
+            t0 = time.monotonic()
+            max_ok = 0
+            cpu_before = stack.cpu_seconds()
+            for rate in RATES:
+                remaining = min(CONVERSIONS, len(referrers)) - len(convs)
+                seconds = STEP_SECONDS * (4 / 3 if rate == HEADLINE_RATE else 1)
+                count = min(remaining, round(rate * seconds))
+                if count < rate:  # less than a second of load says nothing
+                    break
+                with progress() as bar:
+                    task = bar.add_task(f"conversions at {rate}/s offered", total=count,
+                                        info="")
+                    start = time.monotonic()
+                    step = await run_step(tracker, secret, rate, count, len(convs), referrers,
+                                          first_click, bar, task, rng)
+                    end = time.monotonic()
+                convs += step
+                steps.append((rate, start, end))
+                drain = await wait_drained(step, referrers, sink, stack, 180, f"{rate}/s step")
+                lat = latencies(step, referrers, sink)
+                p50, p99 = percentile(lat, 50), percentile(lat, 99)
+                arrived = [a for a, _, k in sink.arrivals if k == "pending" and start <= a]
+                span = (max(arrived) - start) if arrived else 0.0
+                figures[f"e2e.rate_{rate}_p50_ms"] = round(min(p50, 1e6), 1)
+                figures[f"e2e.rate_{rate}_p99_ms"] = round(min(p99, 1e6), 1)
+                last = max((c.sent_at for c in step), default=end)
+                figures[f"e2e.rate_{rate}_sent_per_s"] = round(count / max(last - start, 1e-3), 1)
+                figures[f"e2e.rate_{rate}_emails_per_s"] = round(len(arrived) / span, 1) \
+                    if span else 0.0
+                console.print(f"{rate}/s offered: 202s at "
+                              f"{count / max(last - start, 1e-3):.0f}/s, p50 "
+                              f"{p50:.0f} ms, p99 {p99:.0f} ms, drained {drain:.0f} s after")
+                if rate == HEADLINE_RATE:
+                    appr = latencies(step, referrers, sink, "approved")
+                    figures["e2e.p50_ms"] = round(min(p50, 1e6), 1)
+                    figures["e2e.p99_ms"] = round(min(p99, 1e6), 1)
+                    figures["e2e.approved_p50_ms"] = round(min(percentile(appr, 50), 1e6), 1)
+                    figures["e2e.approved_p99_ms"] = round(min(percentile(appr, 99), 1e6), 1)
+                if p99 < TARGET_P99_MS:
+                    max_ok = rate
+                elif rate >= HEADLINE_RATE:
+                    break  # the headline is measured; higher rates would only be worse
+            cpu_after = stack.cpu_seconds()
+            figures["e2e.max_conversions_per_s"] = max_ok
+            figures["e2e.conversions"] = len(convs)
+            for name, cpu in cpu_after.items():
+                key = name.replace("-", "_")
+                figures[f"e2e.cpu_s_{key}"] = round(cpu - cpu_before.get(name, 0.0), 1)
+
+            await wait_drained(convs, referrers, sink, stack, 120, "everything")
+            # Whatever was still on its way (extra emails, reversed rewards) gets a moment.
+            await asyncio.sleep(2)
+            rows = await reward_rows(stack.database_url, program["id"])
+            lost, dups, notes = check_oracle(convs, referrers, sink, rows)
+            headline = [c for c in convs if c.rate == HEADLINE_RATE]
+            if headline:  # where the time goes: up to the reward row, and after it
+                rl = reward_latencies(headline, rows)
+                figures["e2e.reward_row_p50_ms"] = round(percentile(rl, 50), 1)
+                figures["e2e.reward_row_p99_ms"] = round(percentile(rl, 99), 1)
+            figures["e2e.lost"], figures["e2e.duplicates"] = lost, dups
+            for note in notes[:20]:
+                console.print(f"  [yellow]{note}[/yellow]")
+            plot(convs, referrers, sink, t0, steps)
+        # Step rates differ from run to run: no figure of an earlier e2e run is kept.
+        stale = load()
+        if any(k.startswith("e2e.") for k in stale):
+            LATEST.write_text(json.dumps({k: v for k, v in stale.items()
+                                          if not k.startswith("e2e.")}, indent=2) + "\n")
+        record(figures, command=_command())
+        for key, value in figures.items():
+            console.print(f"  {key} = {value}")
+        if lost or dups:
+            console.print(f"[red]lost {lost}, duplicates {dups}: the run failed[/red]")
+            return 1
+        return 0
+    except Exception:
+        if stack:
+            for name in stack.procs:
+                console.print(f"--- {name} log tail ---")
+                with contextlib.suppress(OSError):
+                    console.print("\n".join(stack.log(name).read_text(errors="replace")
+                                            .splitlines()[-15:]), markup=False)
+        raise
+    finally:
+        if stack:
+            stack.stop()
+        sink.stop()
+        broker.stop()
+        await asyncio.to_thread(pg.stop)
+        if not os.environ.get("BENCH_E2E_KEEP"):
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> int:
+    return asyncio.run(run())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

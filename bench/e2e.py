@@ -393,7 +393,7 @@ async def wait_clicks_counted(admin: httpx.AsyncClient, program_id: str, expecte
                               stack: Stack) -> None:
     with progress() as bar:
         task = bar.add_task("clicks counted by attribution (stats API)", total=expected, info="")
-        deadline = time.monotonic() + max(300, CLICKS / 200)
+        deadline = time.monotonic() + max(300, CLICKS / 50)  # >= 50 clicks/s, else stuck
         while True:
             stack.check_alive()
             clicks = (await admin.get(f"/v1/programs/{program_id}/stats")).json().get("clicks", 0)
@@ -517,6 +517,7 @@ async def wait_drained(convs: list[Conversion], referrers: list[dict[str, str]],
     """Poll until every expected email arrived (or the deadline); returns the seconds."""
     expected = expected_emails(convs, referrers)
     total = sum(len(v) for v in expected.values())
+    deadline_s = max(deadline_s, total / 5)  # a pipeline slower than 5 emails/s is stuck
     started = time.monotonic()
     with progress() as bar:
         task = bar.add_task(f"draining {label}", total=total, info="")

@@ -8,7 +8,7 @@ UV_VERSION := 0.13.8
 UV := .tools/bin/uv
 VENV := .venv
 
-.PHONY: help install up test test-fast bench lint clean
+.PHONY: help install up test test-fast bench chaos lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,6 +31,11 @@ test: install ## run the whole test suite against real components
 
 test-fast: install ## unit and contract tests only (no service processes)
 	$(VENV)/bin/pytest -m "not e2e"
+
+chaos: install ## fault-injection scenarios with an exact oracle (CHAOS_EVENTS=20000); results in tests/artifacts/chaos-results.md
+	rm -f tests/artifacts/chaos-results.md
+	CHAOS_FULL=1 CHAOS_EVENTS=$${CHAOS_EVENTS:-20000} $(VENV)/bin/pytest tests/chaos -k full -s -p no:cacheprovider; \
+		status=$$?; cat tests/artifacts/chaos-results.md 2>/dev/null; exit $$status
 
 bench: install ## run the benchmarks; figures in bench/results/latest.json (+ plot)
 	$(VENV)/bin/python -m bench

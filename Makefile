@@ -8,7 +8,7 @@ UV_VERSION := 0.13.8
 UV := .tools/bin/uv
 VENV := .venv
 
-.PHONY: help install up test test-fast bench chaos lint clean
+.PHONY: help install browser dashboard-assets dashboard-assets-check up test test-fast bench chaos lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,10 +23,27 @@ $(VENV)/.synced: $(UV) uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml s
 
 install: $(VENV)/.synced ## create .venv and install the locked packages
 
+# The dashboard's browser tests drive Debian chromium through Playwright (no browser download).
+browser: ## install Debian chromium for the browser tests, when missing
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		echo "installing Debian chromium (apt-get) for the browser tests"; \
+		$$SUDO apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; \
+	fi
+
+# The dashboard's chart library is vendored (committed) so `make up`/`make test` never need
+# npm; these re-fetch it from the npm registry and check it against package-lock.json.
+dashboard-assets: ## re-fetch the dashboard's JS/CSS from npm (pinned, integrity-checked)
+	python3 services/rewards/frontend/fetch_assets.py
+
+dashboard-assets-check: ## re-fetch from npm and compare with the vendored files
+	python3 services/rewards/frontend/fetch_assets.py --check
+
 up: install ## run the whole platform in the foreground (Ctrl-C stops it)
 	$(VENV)/bin/referral-dev up
 
-test: install ## run the whole test suite against real components
+test: install browser ## run the whole test suite against real components
 	$(VENV)/bin/pytest
 
 test-fast: install ## unit and contract tests only (no service processes)

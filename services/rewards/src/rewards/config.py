@@ -22,6 +22,8 @@ class RewardsSettings(PlatformSettings, DatabaseSettings):
     scheduler_interval_seconds: float = Field(1.0, gt=0, description="Hold-period check period.")
     outbox_retention_hours: float = Field(168, gt=0,
                                           description="Published outbox rows kept this long.")
+    dashboard_session_hours: float = Field(
+        12, gt=0, le=24 * 30, description="How long a dashboard login lasts (signed cookie).")
     pool_min_size: int = Field(1, ge=1)
     pool_max_size: int = Field(10, ge=1)
     reversal_sweep_seconds: float = Field(

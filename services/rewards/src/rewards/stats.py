@@ -161,15 +161,47 @@ async def program_stats(conn: asyncpg.Connection, program: Any, start: date, end
         top_referrers=await _top_referrers(conn, pid, start, end, top))
 
 
+SPAN_DAYS = (81, 27, 9, 3)  # the aligned spans of stats_code_spans (migration 0005)
+_EPOCH = date(1970, 1, 1)
+
+
+def covering_spans(start: date, end: date) -> tuple[list[date], list[tuple[int, date]]]:
+    """Cover ``start``..``end`` (inclusive) with the fewest single days and aligned spans
+    (``(length, first day)``; a span of n days starts on a day number divisible by n), the
+    longest that fits first: at most 10 pieces for 90 days, 16 for a year."""
+    days: list[date] = []
+    spans: list[tuple[int, date]] = []
+    day = start
+    while day <= end:
+        number = (day - _EPOCH).days
+        length = next((n for n in SPAN_DAYS
+                       if number % n == 0 and day + timedelta(n - 1) <= end), 1)
+        if length == 1:
+            days.append(day)
+        else:
+            spans.append((length, day))
+        day += timedelta(length)
+    return days, spans
+
+
 async def _top_referrers(conn: asyncpg.Connection, program_id: str, start: date, end: date,
                          limit: int) -> list[TopReferrer]:
-    # Rank by code first; only the winners' reward cost is looked up.
+    # Rank by code first, from the fewest roll-up rows that cover the range (single days and
+    # aligned spans of up to 81 days); only the winners' reward cost is looked up.
+    days, spans = covering_spans(start, end)
     rows = await conn.fetch(
-        "WITH by_code AS ("
+        "WITH pieces AS ("
+        "  SELECT code, clicks, attributed, revenue FROM stats_daily_code"
+        "  WHERE program_id = $1 AND day = ANY($5::date[])"
+        "  UNION ALL"
+        "  SELECT s.code, s.clicks, s.attributed, s.revenue"
+        "  FROM unnest($6::smallint[], $7::date[]) AS p(span_days, first_day)"
+        "  JOIN stats_code_spans s ON s.program_id = $1 AND s.span_days = p.span_days"
+        "   AND s.first_day = p.first_day),"
+        " by_code AS ("
         "  SELECT code, sum(clicks) AS clicks, sum(attributed) AS attributed,"
         "         sum(revenue) AS revenue"
-        "  FROM stats_daily_code WHERE program_id = $1 AND day BETWEEN $2 AND $3"
-        "  GROUP BY code HAVING sum(attributed) > 0 OR sum(clicks) > 0),"
+        "  FROM pieces GROUP BY code HAVING sum(attributed) > 0 OR sum(clicks) > 0),"
         " ranked AS ("
         "  SELECT r.id, r.external_id, r.name, r.email, r.code, c.clicks, c.attributed,"
         "         c.revenue"
@@ -179,7 +211,7 @@ async def _top_referrers(conn: asyncpg.Connection, program_id: str, start: date,
         "   WHERE x.program_id = $1 AND x.referrer_id = ranked.id"
         "     AND x.day BETWEEN $2 AND $3) AS reward_cost"
         " FROM ranked ORDER BY attributed DESC, revenue DESC, clicks DESC, code",
-        program_id, start, end, limit)
+        program_id, start, end, limit, days, [n for n, _ in spans], [d for _, d in spans])
     return [TopReferrer(referrer_id=r["id"], external_id=r["external_id"], name=r["name"],
                         email=r["email"], code=r["code"], clicks=int(r["clicks"]),
                         attributed=int(r["attributed"]), revenue=int(r["revenue"]),

@@ -12,6 +12,7 @@ from referral_kit.kafka import make_producer
 from referral_kit.migrations import migrate
 
 from ..config import RewardsSettings
+from ..dashboard.routes import install as install_dashboard
 from ..db import SCHEMA, create_pool
 from ..relay import OutboxRelay
 from . import programs, rewards, stats
@@ -60,4 +61,5 @@ def create_app(settings: RewardsSettings | None = None) -> FastAPI:
     app.include_router(programs.router)
     app.include_router(rewards.router)
     app.include_router(stats.router)
+    install_dashboard(app)
     return app

@@ -8,14 +8,18 @@ from typing import Annotated
 
 import asyncpg
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from referral_events import TopicRegistry
 from referral_kit.http import ProblemError
 
 from ..config import RewardsSettings
+from ..dashboard.auth import SESSION_COOKIE, authenticate_cookie
 from ..schemas import Problem
 
 _bearer = HTTPBearer(auto_error=False, description="ADMIN_TOKEN")
+_session = APIKeyCookie(name=SESSION_COOKIE, auto_error=False,
+                        description="The dashboard's session (POST /dashboard/login); writes "
+                                    "also need its X-CSRF-Token header.")
 
 
 def get_settings(request: Request) -> RewardsSettings:
@@ -32,9 +36,14 @@ async def get_conn(request: Request) -> AsyncIterator[asyncpg.Connection]:
 
 
 def require_admin(
+    request: Request,
     settings: Annotated[RewardsSettings, Depends(get_settings)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    session: Annotated[str | None, Depends(_session)],
 ) -> None:
+    if credentials is None and session is not None:  # the dashboard, in a browser
+        authenticate_cookie(request, settings, session)
+        return
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise ProblemError(401, "Authentication required",
                            "Send the admin token as 'Authorization: Bearer <ADMIN_TOKEN>'.",

@@ -193,7 +193,7 @@ def _banner(sup: Supervisor, env: dict[str, str], demo, tracker: str, rewards: s
     lines = [
         "",
         "Referral platform is up. Ctrl-C stops everything.",
-        f"  Dashboard          {rewards}/dashboard",
+        f"  Dashboard          {rewards}/dashboard   (log in with {env['ADMIN_TOKEN']})",
         f"  Admin API docs     {rewards}/docs   (Authorization: Bearer {env['ADMIN_TOKEN']})",
         f"  Tracker API docs   {tracker}/docs",
         f"  Caught mail        {mail_web}   (files: {mail_dir}/*.eml)",

@@ -20,9 +20,9 @@ RESULTS = ROOT / "tests" / "artifacts" / "chaos-results.md"
 
 @pytest.mark.timeout(240)
 async def test_short_chaos_one_kill_per_service() -> None:
-    events = int(os.environ.get("CHAOS_SHORT_EVENTS", "300"))
+    events = int(os.environ.get("CHAOS_SHORT_EVENTS", "400"))
     verdict = await run_scenario("kill -9 each service (short)", kill_each(seed=7),
-                                 events=events, referrers=4, timeout=120)
+                                 events=events, referrers=4, rate=events / 45, timeout=120)
     print("\n" + table({"kill -9 each service (short)": verdict}, events))
     assert verdict.passed, verdict
 
@@ -32,7 +32,8 @@ async def test_short_chaos_one_kill_per_service() -> None:
 @pytest.mark.parametrize("name", list(SCENARIOS))
 async def test_full_chaos(name: str) -> None:
     events = int(os.environ.get("CHAOS_EVENTS", "20000"))
-    verdict = await run_scenario(name, SCENARIOS[name], events=events,
+    rate = float(os.environ.get("CHAOS_RATE", "200"))
+    verdict = await run_scenario(name, SCENARIOS[name], events=events, rate=rate,
                                  timeout=max(300, events / 20))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     rows = RESULTS.read_text().splitlines() if RESULTS.exists() else []

@@ -308,3 +308,4 @@ def test_new_settings_are_listed_in_env_example():
     assert f"REWARDS_REVERSAL_SWEEP_SECONDS={defaults['reversal_sweep_seconds'].default:g}" \
         in listed
     assert f"REWARDS_STATS_BATCH_SIZE={defaults['stats_batch_size'].default}" in listed
+    assert f"REWARDS_DECISION_BATCH_SIZE={defaults['decision_batch_size'].default}" in listed

@@ -1,9 +1,10 @@
 """Keep the reward consumer running for the life of the process.
 
-An EventConsumer's loop can end for good: a handler that retries through a long SMTP outage
-stops polling, the broker evicts the member after ``max.poll.interval.ms`` (5 minutes) and the
-next offset commit fails. Offsets are committed only after an email's outcome is on record,
-so a fresh consumer resumes exactly where the dead one stopped; this module starts one.
+An EventConsumer's loop can still end for good on an unexpected error (it keeps its group
+membership through long retries, and a refused offset commit no longer ends it; anything else
+escaping the loop is logged with its traceback and ends it). Offsets are committed only after
+an email's outcome is on record, so a fresh consumer resumes exactly where the dead one
+stopped; this module starts one.
 """
 
 from __future__ import annotations

@@ -31,6 +31,9 @@ class RewardsSettings(PlatformSettings, DatabaseSettings):
                                "decision are settled (the decision applies them at once too).")
     stats_batch_size: int = Field(1000, ge=1, le=100_000,
                                   description="Hourly stats records stored per transaction.")
+    decision_batch_size: int = Field(
+        500, ge=1, le=10_000, description="Attribution events decided per transaction (at most "
+                                          "one poll of the decision consumer).")
 
     @model_validator(mode="after")
     def _refuse_default_secrets_in_production(self) -> RewardsSettings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 import isodate
 
@@ -11,8 +12,10 @@ class InvalidDuration(ValueError):
     pass
 
 
+@lru_cache(maxsize=1024)
 def parse_duration(text: str) -> timedelta | isodate.Duration:
-    """Parse an ISO 8601 duration; raises :class:`InvalidDuration` with a hint otherwise."""
+    """Parse an ISO 8601 duration; raises :class:`InvalidDuration` with a hint otherwise.
+    (Cached: a programme's hold is parsed for every referral.)"""
     try:
         value = isodate.parse_duration(text)
     except (isodate.ISO8601Error, ValueError, TypeError):

@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 from referral_events import (
+    Envelope,
     FraudSignal,
     Recipient,
     RewardApproved,
@@ -45,17 +46,20 @@ def _common(reward: Any, program: Any) -> dict[str, Any]:
         program_locale=program["locale"], referrer_id=reward["referrer_id"],
         beneficiary=reward["beneficiary"], purpose=reward.get("purpose") or "referral",
         milestone=reward.get("milestone"),
-        recipient=Recipient(email=reward["recipient_email"], name=reward["recipient_name"],
-                            locale=reward["recipient_locale"]),
+        # Checked when stored (the enrolment, the attributed event): not parsed again, as
+        # email validation is the costliest part of building a reward event.
+        recipient=Recipient.model_construct(email=reward["recipient_email"],
+                                            name=reward["recipient_name"],
+                                            locale=reward["recipient_locale"]),
         conversion_id=reward["conversion_id"], kind=reward["kind"], amount=reward["amount"],
         currency=reward["currency"],
     )
 
 
-async def announce_created(conn: asyncpg.Connection, topics: TopicRegistry, reward: Any,
-                           program: Any) -> None:
+def creation_event(reward: Any, program: Any) -> Envelope[Any]:
     """Event for a reward just created: pending, in review (flagged by a fraud check), or
-    rejected (by the rules, a cap or a fraud check), with the fraud signals that fired."""
+    rejected (by the rules, a cap or a fraud check), with the fraud signals that fired.
+    Published under the reward's referrer id (:func:`announce_created`)."""
     signals = [FraudSignal(**s) for s in reward.get("fraud_signals") or ()]
     if reward["status"] == "pending":
         data: Any = RewardPending(**_common(reward, program), occurred_at=reward["created_at"],
@@ -66,8 +70,14 @@ async def announce_created(conn: asyncpg.Connection, topics: TopicRegistry, rewa
     else:
         data = RewardRejected(**_common(reward, program), occurred_at=reward["created_at"],
                               reason=reward["reason"] or "rejected", fraud_signals=signals)
-    await enqueue(conn, topics.rewards, key=reward["referrer_id"], envelope=new_event(
-        data, source=SOURCE, id=derived_id("reward", reward["id"], reward["status"])))
+    return new_event(data, source=SOURCE, id=derived_id("reward", reward["id"], reward["status"]))
+
+
+async def announce_created(conn: asyncpg.Connection, topics: TopicRegistry, reward: Any,
+                           program: Any) -> None:
+    """Enqueue :func:`creation_event` in the caller's transaction."""
+    await enqueue(conn, topics.rewards, key=reward["referrer_id"],
+                  envelope=creation_event(reward, program))
 
 
 async def approve(conn: asyncpg.Connection, topics: TopicRegistry, reward_id: str, *,

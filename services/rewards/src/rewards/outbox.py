@@ -15,6 +15,18 @@ from referral_events import Envelope, Topic, encode
 CHANNEL = "rewards_outbox"
 
 
+async def enqueue_many(conn: asyncpg.Connection, topic: Topic,
+                       events: list[tuple[str, Envelope[Any]]]) -> None:
+    """Several (key, envelope) rows in one statement, in order; one NOTIFY."""
+    if not events:
+        return
+    await conn.execute(
+        "INSERT INTO outbox (topic, key, value)"
+        " SELECT $1, k, v FROM unnest($2::text[], $3::bytea[]) AS u (k, v)",
+        topic.name, [key for key, _ in events], [encode(envelope) for _, envelope in events])
+    await conn.execute(f"NOTIFY {CHANNEL}")
+
+
 async def enqueue(conn: asyncpg.Connection, topic: Topic, *, key: str,
                   envelope: Envelope[Any]) -> None:
     await conn.execute("INSERT INTO outbox (topic, key, value) VALUES ($1, $2, $3)",

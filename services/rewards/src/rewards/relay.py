@@ -13,10 +13,14 @@ import contextlib
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from functools import lru_cache
+from typing import Any
 
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.partitioner import murmur2
 from prometheus_client import Counter, Gauge
 
 from .outbox import CHANNEL
@@ -104,10 +108,7 @@ class OutboxRelay:
                 "SELECT id, topic, key, value FROM outbox WHERE published_at IS NULL "
                 "ORDER BY id LIMIT $1", self._batch)
             if rows:
-                # Queue the whole batch, then wait for every ack: order is kept per partition.
-                deliveries = [await producer.send(r["topic"], r["value"], key=r["key"].encode())
-                              for r in rows]
-                await asyncio.gather(*deliveries)
+                await send_in_order(producer, rows)
                 await conn.execute(
                     "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
                     [r["id"] for r in rows])
@@ -120,3 +121,43 @@ class OutboxRelay:
                 await conn.execute("DELETE FROM outbox WHERE published_at < now() - $1::interval",
                                    self._retention)
             return len(rows)
+
+
+async def send_in_order(producer: AIOKafkaProducer, rows: list[Any]) -> None:
+    """Queue ``rows`` (topic, key, value) as record batches, then wait for every ack.
+
+    Each row goes to the partition the producer's default partitioner picks for its key
+    (murmur2, as every Kafka client), and rows of one partition are queued in their order,
+    so the order per key is kept. Building the batches here instead of one ``send`` per row
+    costs a fraction of the time: the relay shares its process with a busy worker."""
+    partitions: dict[str, list[int]] = {}
+    building: dict[tuple[str, int], Any] = {}
+    deliveries = []
+    for n, row in enumerate(rows):
+        topic, key, value = row["topic"], row["key"].encode(), row["value"]
+        if topic not in partitions:
+            partitions[topic] = sorted(await producer.partitions_for(topic))
+        partition = partition_for(key, len(partitions[topic]))
+        partition = partitions[topic][partition]
+        batch = building.get((topic, partition))
+        if batch is None:
+            batch = building[(topic, partition)] = producer.create_batch()
+        if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it
+            deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+            batch = building[(topic, partition)] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                raise MessageSizeTooLargeError(f"outbox row of {len(value)} bytes for {topic}")
+        if n % 100 == 99:
+            await asyncio.sleep(0)  # let the process's other work run
+    for (topic, partition), batch in building.items():
+        if batch.record_count():
+            batch.close()  # nothing else is added to it (another sender's message, say)
+            deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+    await asyncio.gather(*deliveries)
+
+
+@lru_cache(maxsize=65_536)
+def partition_for(key: bytes, count: int) -> int:
+    """Index among the topic's sorted partitions, as aiokafka's DefaultPartitioner (and the
+    Java client) hash a key."""
+    return (murmur2(key) & 0x7FFFFFFF) % count

@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_FLOOR, Decimal
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, Literal
 
 CAP_REACHED = "cap_reached"
@@ -85,7 +86,7 @@ class Caps:
     program_budget: int | None = None
     mode: Literal["cap", "reject"] = "cap"
 
-    @property
+    @cached_property  # frozen: computed once (read for every referral)
     def any(self) -> bool:
         return any(v is not None for v in (self.per_referrer_day, self.per_referrer_month,
                                           self.per_referrer_lifetime, self.program_budget))
@@ -99,11 +100,11 @@ class ProgramRules:
     tiers: tuple[Tier, ...] = ()
     caps: Caps = field(default_factory=Caps)
 
-    @property
+    @cached_property
     def has_milestones(self) -> bool:
         return self.referrer_reward is not None and any(t.bonus for t in self.tiers)
 
-    @property
+    @cached_property
     def needs_standing(self) -> bool:
         """Whether deciding needs the referrer's and programme's totals at all."""
         return self.caps.any or (self.referrer_reward is not None and bool(self.tiers))

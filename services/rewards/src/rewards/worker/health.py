@@ -114,7 +114,10 @@ async def start_probes(pool: Any, consumer: Any,
                 database = bool(await conn.fetchval("SELECT true"))
         except Exception:
             database = False
-        return {"database": database, "consumer": bool(consumer.running)}
+        # Running, and not stuck retrying one poll for a minute (the database or broker
+        # away); a loop that died is logged by the consumer and makes this false for good.
+        return {"database": database,
+                "consumer": bool(getattr(consumer, "healthy", consumer.running))}
 
     server = WorkerHealthServer(readiness, host=settings.host, port=settings.port)
     if settings.port:

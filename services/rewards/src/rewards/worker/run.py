@@ -45,9 +45,12 @@ async def run_worker(settings: RewardsSettings, stop: asyncio.Event | None = Non
         relay = OutboxRelay(pool, producer=producer, interval=settings.relay_interval_seconds,
                             retention=timedelta(hours=settings.outbox_retention_hours))
         scheduler = HoldScheduler(pool, topics, interval=settings.scheduler_interval_seconds)
+        # One poll's events are decided in one transaction (rewards/worker/decisions.py).
         consumer = EventConsumer(settings=settings, topics=[topics.attributions],
                                  group_id=group_id, name=CONSUMER,
-                                 handler=DecisionHandler(pool, topics), producer=producer)
+                                 batch_handler=DecisionHandler(pool, topics).handle_batch,
+                                 max_poll_records=settings.decision_batch_size,
+                                 producer=producer)
         # Reversals and stats have consumer groups of their own: a slow stats store never
         # holds up rewards, and each topic is read at its own pace.
         reversals = EventConsumer(settings=settings, topics=[topics.reversals],

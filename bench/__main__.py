@@ -13,7 +13,7 @@ from rich.table import Table
 from .results import load
 from .summary import DETAIL, update
 
-AREAS = ["tracker", "e2e", "dashboard", "rewards"]  # each is bench/<area>.py with main() -> int
+AREAS = ["tracker", "attribution", "e2e", "dashboard", "rewards"]  # each is bench/<area>.py with main() -> int
 
 
 def main(argv: list[str]) -> int:

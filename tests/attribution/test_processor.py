@@ -159,3 +159,43 @@ def test_stats_events_carry_the_bucket():
     assert event.hour == at.replace(minute=0, second=0, microsecond=0)
     assert (event.clicks, event.conversions, event.attributed, event.version) == (1, 1, 0, 2)
     assert event.rejected == {RejectionReason.SELF_REFERRAL: 1}
+
+
+class CountingTable(dict):
+    """A dict table that counts its writes (each would be a changelog record)."""
+
+    writes = 0
+
+    def __setitem__(self, key, value):
+        self.writes += 1
+        super().__setitem__(key, value)
+
+
+async def test_click_logs_are_stored_compactly_and_the_first_format_is_still_read():
+    registry, emitted = RegistryView(), []
+    clicks = CountingTable()
+    at = utcnow() - timedelta(minutes=3)
+    clicks["ABC123"] = [{"click_id": "clk_ABC123_old", "channel": "qr",  # the first format
+                         "clicked_at": (at - timedelta(minutes=1)).isoformat()}]
+
+    async def emit(key, envelope):
+        emitted.append(envelope)
+
+    proc = AttributionProcessor(registry=registry, clicks=clicks, decided={}, waiting={},
+                                emit=emit, grace_seconds=30.0)
+    click = _click("clk_ABC123_new", visitor="v9", at=at.replace(microsecond=123456))
+    await proc.on_click(click)
+    stored = clicks["ABC123"]
+    assert all(isinstance(entry, list) for entry in stored)
+    assert stored[1][0] == "clk_ABC123_new" and stored[1][3] == "v9"
+    assert [c.clicked_at for c in AttributionProcessor(
+        registry=registry, clicks={"ABC123": stored}, decided={}, waiting={}, emit=emit,
+        grace_seconds=30.0).click_log("ABC123")] == [at - timedelta(minutes=1), click.occurred_at]
+    writes = clicks.writes
+    await proc.on_click(click)  # a replayed click changes nothing: no table write
+    assert clicks.writes == writes
+    await proc.on_conversion(new_event(recent_conversion(click_id="clk_ABC123_old"),
+                                       source="tracker"))
+    [decision] = emitted
+    assert decision.data.click_id == "clk_ABC123_old" and decision.data.channel == "qr"
+    assert decision.data.clicked_at == at - timedelta(minutes=1)

@@ -31,6 +31,12 @@ class AttributionSettings(PlatformSettings):
                           "directory (tables recover from their changelog topics anyway).")
     emit_retry_max_backoff_seconds: float = Field(
         5.0, gt=0, description="Longest wait between retries of an output the broker refused.")
+    producer_max_batch_size: int = Field(
+        256 * 1024, ge=16 * 1024, le=1_000_000,
+        description="Bytes per partition batch of Faust's producer (changelogs). aiokafka "
+                    "keeps one request in flight per broker and appends to a partition's "
+                    "batch only until it is full: with Faust's 16 KiB default a few "
+                    "click logs fill it and the agent waits a round trip per batch.")
     # Short group-join timings: Faust's defaults make the first join take ~30 s.
     broker_rebalance_timeout: float = Field(4.0, gt=0)
     broker_session_timeout: float = Field(10.0, gt=0)

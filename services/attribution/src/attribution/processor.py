@@ -8,7 +8,7 @@ re-emits the same decision, which rewards recognises as a duplicate.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -59,6 +59,7 @@ class AttributionProcessor:
         self._counts: MutableMapping[str, Any] = counts if counts is not None else {}
         self._dirty: set[str] = set()
         self._grace = timedelta(seconds=grace_seconds)
+        self._logs: dict[str, tuple[Any, list[Click]]] = {}  # code → (table value, parsed)
 
     # -- stats -----------------------------------------------------------------------
     def _count(self, key: str, counts: stats.Counts) -> None:
@@ -77,17 +78,45 @@ class AttributionProcessor:
         self._dirty.update(k for k in list(self._counts.keys())
                            if k.rsplit("|", 1)[-1] >= horizon)
 
+    # -- click logs --------------------------------------------------------------------
+    def click_log(self, code: str) -> list[Click]:
+        """The code's click log, parsed once per table value: the value last read or written
+        is kept with its parsed form and reused while the table still holds that very object
+        (a memory store hands out what was stored; anything else is parsed again)."""
+        raw = self._clicks.get(code)
+        cached = self._logs.get(code)
+        if cached is not None and cached[0] is raw:
+            return cached[1]
+        clicks = [_click_from(c) for c in raw or []]
+        self._logs[code] = (raw, clicks)
+        return clicks
+
+    def _store_click_log(self, code: str, clicks: list[Click]) -> None:
+        stored: dict[int, Any] = {}  # clicks kept from the cached log keep their stored form
+        cached = self._logs.get(code)
+        if cached is not None and cached[0]:
+            stored = {id(c): r for c, r in zip(cached[1], cached[0], strict=True)
+                      if isinstance(r, list)}
+        raw = [stored.get(id(c)) or _click_to(c) for c in clicks]
+        self._clicks[code] = raw
+        self._logs[code] = (raw, clicks)
+
+    def forget_parsed(self) -> None:
+        """Drop the parsed click logs (after a rebalance: partitions may have moved)."""
+        self._logs.clear()
+
     async def on_click(self, click: ClickRecorded) -> None:
         program = self._registry.program(click.program_id)
         window = program.attribution_window_days if program else 30
-        log_ = [_click_from(c) for c in self._clicks.get(click.code) or []]
+        log_ = self.click_log(click.code)
         seen = Click(click.click_id, click.occurred_at, click.channel, click.visitor_hash)
         if not is_repeat_visit(log_, seen):
             key = stats.bucket_key(click.program_id, click.code, click.channel,
                                    click.occurred_at)
             self._count(key, stats.count_click(self._counts.get(key)))
         updated = remember_click(log_, seen, window_days=window, now=utcnow())
-        self._clicks[click.code] = [_click_to(c) for c in updated]
+        if updated != log_:  # a replayed click changes nothing: no changelog record for it
+            self._store_click_log(click.code, updated)
         held = self._waiting.get(click.code) or []
         if held:  # conversions that were waiting for a click of this code: decide them again
             self._waiting[click.code] = []
@@ -130,7 +159,7 @@ class AttributionProcessor:
         previous = _decided_state(self._decided.get(key))
         duplicate = previous is not None and previous["event"] != envelope.id
         decision = decide(conversion=conversion, code=code, program=program,
-                          clicks=[_click_from(c) for c in self._clicks.get(conversion.code) or []],
+                          clicks=self.click_log(conversion.code),
                           already_decided=duplicate, grace_over=grace_over)
         now = utcnow()
         if decision.awaits_click and not grace_over:
@@ -207,15 +236,23 @@ def _decided_state(raw: Any) -> dict[str, Any] | None:
     return dict(raw)
 
 
-def _click_to(click: Click) -> dict[str, str | None]:
-    raw: dict[str, str | None] = {"click_id": click.click_id,
-                                  "clicked_at": click.clicked_at.isoformat(),
-                                  "channel": click.channel}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _click_to(click: Click) -> list[str | int]:
+    """A click of the log as stored (compact: the log is rewritten on every click):
+    ``[click_id, clicked_at in µs since the epoch (UTC), channel(, visitor)]``."""
+    raw: list[str | int] = [click.click_id, (click.clicked_at - _EPOCH) // _MICROSECOND,
+                            click.channel]
     if click.visitor:
-        raw["visitor"] = click.visitor
+        raw.append(click.visitor)
     return raw
 
 
-def _click_from(raw: dict[str, Any]) -> Click:
-    return Click(raw["click_id"], datetime.fromisoformat(raw["clicked_at"]), raw["channel"],
-                 raw.get("visitor"))
+def _click_from(raw: list[Any] | dict[str, Any]) -> Click:
+    if isinstance(raw, dict):  # the first format: {"click_id", "clicked_at" (ISO), ...}
+        return Click(raw["click_id"], datetime.fromisoformat(raw["clicked_at"]),
+                     raw["channel"], raw.get("visitor"))
+    return Click(raw[0], _EPOCH + timedelta(microseconds=raw[1]), raw[2],
+                 raw[3] if len(raw) > 3 else None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -409,3 +410,76 @@ async def test_a_batch_handler_refusing_the_whole_batch_is_asked_event_by_event(
                          message=f"accepted {accepted}")
     finally:
         await consumer.stop()
+
+
+# -- migration 0006: the insert triggers per statement ------------------------------------
+
+ROLL_UPS = {
+    "program_budgets": "SELECT spent FROM program_budgets WHERE program_id = $1",
+    "referrer_totals": "SELECT r.external_id, t.period, t.amount, t.successful"
+                       " FROM referrer_totals t JOIN referrers r ON r.id = t.referrer_id"
+                       " WHERE r.program_id = $1",
+    "reward_daily": "SELECT day, beneficiary, kind, status, sum(rewards), sum(amount)"
+                    " FROM reward_daily WHERE program_id = $1 GROUP BY 1, 2, 3, 4",
+    "referrer_reward_daily": "SELECT r.external_id, d.day, d.cost, d.points"
+                             " FROM referrer_reward_daily d JOIN referrers r"
+                             " ON r.id = d.referrer_id WHERE d.program_id = $1",
+    "conversion_reward_counts": "SELECT conversion_id, standing FROM conversion_reward_counts"
+                                " WHERE program_id = $1",
+    "rewarded_daily": "SELECT day, sum(conversions) FROM rewarded_daily WHERE program_id = $1"
+                      " GROUP BY 1",
+}
+
+
+async def test_rewards_inserted_together_count_as_rewards_inserted_one_by_one(pool) -> None:
+    """The same rewards written one statement each (as reviewers' and tests' single inserts
+    are) and in one statement (as the decision worker writes a batch) leave the same totals
+    and roll-ups: granted amounts, successful referrals (cap_reached counts, other
+    rejections do not), points apart from money, conversions rewarded once."""
+    day = NOON.replace(hour=23, minute=30)
+
+    def rows(program: Any, ann: Any, bo: Any) -> list[tuple[Any, ...]]:
+        spec = [  # referrer, beneficiary, conversion, kind, amount, status, reason, purpose, at
+            (ann, "referrer", "o1", "cash", 1000, "pending", None, "referral", NOON),
+            (ann, "friend", "o1", "discount", 500, "pending", None, "referral", NOON),
+            (ann, "referrer", "o2", "cash", 0, "rejected", "cap_reached: full", "referral", NOON),
+            (ann, "friend", "o2", "discount", 500, "in_review", None, "referral", NOON),
+            (ann, "referrer", "o3", "cash", 700, "rejected", "fraud:email_alias", "referral",
+             day),
+            (ann, "referrer", "o3b", "cash", 5000, "pending", None, "milestone", day),
+            (bo, "referrer", "o4", "points", 40, "approved", None, "referral",
+             day + timedelta(hours=1)),
+            (bo, "friend", "o4", "points", 10, "rejected", "min_order_amount: low", "referral",
+             day + timedelta(hours=1)),
+        ]
+        return [(f"rwd_{uuid.uuid4().hex[:16]}", program["id"], who["id"], side, conversion,
+                 kind, amount, "EUR", status, at, "someone@example.org", amount * 5, reason,
+                 f"evt-{conversion}", at, purpose, 3 if purpose == "milestone" else None)
+                for who, side, conversion, kind, amount, status, reason, purpose, at in spec]
+
+    insert = ("INSERT INTO rewards (id, program_id, referrer_id, beneficiary, conversion_id,"
+              " kind, amount, currency, status, available_at, recipient_email, order_amount,"
+              " reason, source_event_id, created_at, updated_at, purpose, milestone)"
+              " SELECT id, p, r, b, c, k, a, cur, s, at, e, o, why, ev, at, at, pur, m"
+              " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+              " $6::text[], $7::bigint[], $8::text[], $9::text[], $10::timestamptz[],"
+              " $11::text[], $12::bigint[], $13::text[], $14::text[], $15::timestamptz[],"
+              " $16::text[], $17::int[])"
+              " AS u (id, p, r, b, c, k, a, cur, s, at, e, o, why, ev, at2, pur, m)")
+    figures = []
+    for together in (False, True):
+        program = await _programme(pool)
+        ann, bo = await _referrer(pool, program, "ann"), await _referrer(pool, program, "bo")
+        batch = rows(program, ann, bo)
+        async with pool.acquire() as conn, conn.transaction():
+            for chunk in ([batch] if together else [[row] for row in batch]):
+                await conn.execute(insert, *([row[i] for row in chunk] for i in range(17)))
+        async with pool.acquire() as conn:
+            figures.append({name: sorted(tuple(r) for r in await conn.fetch(sql, program["id"]))
+                            for name, sql in ROLL_UPS.items()})
+    one_by_one, together = figures
+    assert one_by_one == together
+    assert together["program_budgets"] == [(7040,)]  # 1000 + 500 + 500 + 5000 + 40
+    assert ("cust-ann", "all", 6000, 2) in together["referrer_totals"]  # o1 and the capped o2
+    assert sum(n for _, n in together["rewarded_daily"]) == 4  # o1, o2, o3b, o4
+    await _assert_totals_match(pool)

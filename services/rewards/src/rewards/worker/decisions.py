@@ -18,8 +18,9 @@ its offsets only after this transaction has committed. Per batch:
 4. rules and fraud checks run in memory, referral after referral in partition order, each
    seeing the rewards decided before it (:class:`~.standing.Standings` counts them as the
    triggers will);
-5. the rewards, then their events (outbox), are inserted with one statement each, unique
-   keys still making a second reward per conversion, side and purpose impossible; reversals
+5. the rewards, then their events (outbox), are inserted with one statement each (the
+   totals and roll-ups follow once per statement, migration 0006), unique keys still making
+   a second reward per conversion, side and purpose impossible; reversals
    recorded before their conversion was decided are applied (the batch is cut after such a
    referral, so the next ones see the reversal's effect on the totals).
 
@@ -45,7 +46,13 @@ from typing import Any, TypeVar
 import asyncpg
 import structlog
 from prometheus_client import Counter
-from referral_events import Envelope, ReferralAttributed, ReferralRejected, TopicRegistry
+from referral_events import (
+    Envelope,
+    ReferralAttributed,
+    ReferralRejected,
+    TopicRegistry,
+    encode,
+)
 from referral_kit.consuming import PoisonEvent
 
 from ..fraud import FraudSettings, Observation, evaluate
@@ -129,14 +136,14 @@ _INSERT_REWARDS = (
     "       status, available_at, expires_after, recipient_id, recipient_email, recipient_name,"
     "       recipient_locale, order_amount, channel, reason, source_event_id, created_at,"
     "       purpose, milestone, fraud_json, reward_basis)"
-    " ON CONFLICT DO NOTHING RETURNING id")
+    " ON CONFLICT DO NOTHING")
 _INSERT_DECISIONS = (
     "INSERT INTO referral_decisions (program_id, conversion_id, outcome, reason, referrer_id,"
     " code, channel, order_amount, currency, converted_at, decided_at, event_id)"
     " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
     "                      $6::text[], $7::text[], $8::bigint[], $9::text[],"
     "                      $10::timestamptz[], $11::timestamptz[], $12::text[])"
-    " ON CONFLICT DO NOTHING RETURNING event_id")
+    " ON CONFLICT DO NOTHING")
 
 
 class DecisionHandler:
@@ -233,8 +240,8 @@ class DecisionHandler:
                 budgets.add(data.program_id)
             batch.live.append(i)
         if budgets:
-            # Every reward changes its programme's spend (trigger of 0003), so the budget
-            # rows are locked up front, in one order, for the whole batch.
+            # Every reward changes its programme's spend (the totals trigger, 0003/0006), so
+            # the budget rows are locked up front, in one order, for the whole batch.
             await conn.execute(
                 "INSERT INTO program_budgets AS b (program_id) SELECT unnest($1::text[])"
                 " ON CONFLICT (program_id) DO UPDATE SET spent = b.spent", sorted(budgets))
@@ -321,7 +328,7 @@ class DecisionHandler:
         # The rules run while the database writes the decision rows, on the likely guess
         # that every conversion is new; one decided before is left out and the rest redone.
         before = standings.copy()
-        inserted, rewards = await _meanwhile(conn.fetch(
+        status, rewards = await _meanwhile(conn.execute(
             _INSERT_DECISIONS,
             [d.program_id for _, d in events], [d.conversion_id for _, d in events],
             ["attributed"] * len(events), [None] * len(events),
@@ -330,7 +337,13 @@ class DecisionHandler:
             [d.currency for _, d in events], [d.converted_at for _, d in events],
             [d.decided_at for _, d in events], [event_id for event_id, _ in events]),
             lambda: self._guess(batch, events, seen, policies, standings))
-        decided = {r["event_id"] for r in inserted}
+        decided = {event_id for event_id, _ in events}
+        if _rows(status) < len(events):  # which conversions were decided before?
+            decided &= {r["event_id"] for r in await conn.fetch(
+                "SELECT d.event_id FROM referral_decisions d"
+                " JOIN unnest($1::text[], $2::text[]) AS u (program_id, conversion_id)"
+                "   USING (program_id, conversion_id)",
+                [d.program_id for _, d in events], [d.conversion_id for _, d in events])}
         if rewards is None or len(decided) < len(events):
             for event_id, data in events:
                 if event_id not in decided:
@@ -383,17 +396,21 @@ class DecisionHandler:
                       exact: bool) -> None:
         """Insert the rewards and enqueue their events. The events are built while the
         database inserts the rows (and runs their triggers): both take a while."""
-        returned, events = await _meanwhile(
-            conn.fetch(_INSERT_REWARDS,
-                       *([reward[c] for reward in rewards] for c in _REWARD_COLUMNS)),
-            lambda: [(reward["referrer_id"],
-                      creation_event(reward, batch.programs[reward["program_id"]]))
-                     for reward in rewards])
-        inserted = {row["id"] for row in returned}
-        if len(inserted) != len(rewards):
-            if exact:
-                raise _Inexact(f"{len(rewards) - len(inserted)} of {len(rewards)} rewards "
+        columns = [[reward[c] for reward in rewards] for c in _REWARD_COLUMNS]
+        # All or nothing in a batch (counted); event by event, the ones inserted (returned).
+        query = (conn.execute(_INSERT_REWARDS, *columns) if exact
+                 else conn.fetch(_INSERT_REWARDS + " RETURNING id", *columns))
+        result, events = await _meanwhile(
+            query, lambda: [(reward["referrer_id"],
+                             encode(creation_event(reward, batch.programs[reward["program_id"]])))
+                            for reward in rewards])
+        if exact:
+            if _rows(result) != len(rewards):
+                raise _Inexact(f"{len(rewards) - _rows(result)} of {len(rewards)} rewards "
                                "not inserted")
+            inserted = {reward["id"] for reward in rewards}
+        else:
+            inserted = {row["id"] for row in result}
             events = [e for e, r in zip(events, rewards, strict=True) if r["id"] in inserted]
         await enqueue_many(conn, self._topics.rewards, events)
         for reward in rewards:
@@ -452,6 +469,11 @@ class DecisionHandler:
                           status=status, reason=decision.reason, amount=decision.amount,
                           milestone=decision.milestone, created_at=data.decided_at)
         return rows
+
+
+def _rows(status: str) -> int:
+    """Rows an INSERT wrote, from its command status (``INSERT 0 <rows>``)."""
+    return int(status.rsplit(" ", 1)[1])
 
 
 async def _meanwhile(query: Awaitable[T], work: Callable[[], R]) -> tuple[T, R]:

@@ -59,10 +59,6 @@ def _summary(events, conversion_ids):
     return out
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open finding (docs/reliability.md): after a kill -9 the restarted worker sometimes never "
-    "decides conversions the killed one had not finished; suspected offsets committed ahead "
-    "of processing. Passes on most runs; kept running so a fix shows up as XPASS."))
 async def test_a_killed_worker_recovers_its_tables_and_changes_no_decision(
         platform_env, run_service, kafka_bootstrap, topics):
     env = {**platform_env, "ATTRIBUTION_GRACE_SECONDS": "30"}

@@ -40,6 +40,7 @@ from referral_kit.registry_cache import RegistryCache
 from . import stats
 from .config import AttributionSettings
 from .processor import AttributionProcessor
+from .transport import App
 
 log = structlog.get_logger(__name__)
 SEND_RETRIES = Counter("attribution_send_retries_total",
@@ -52,7 +53,7 @@ def create_app(settings: AttributionSettings | None = None) -> faust.App:
     settings = settings or AttributionSettings()
     topics = settings.topic_registry()
     data_dir = settings.data_dir or tempfile.mkdtemp(prefix=f"{settings.faust_id}-")
-    app = faust.App(
+    app = App(  # faust.App with the committed-offset fix of .transport
         settings.faust_id,
         broker=[f"kafka://{s}" for s in settings.kafka_bootstrap_servers.split(",")],
         store=settings.store,

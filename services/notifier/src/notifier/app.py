@@ -30,7 +30,8 @@ def _smtp_sender(settings: NotifierSettings) -> SmtpSender:
     password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
     return SmtpSender(settings.smtp_host, settings.smtp_port,
                       timeout=settings.smtp_timeout_seconds, starttls=settings.smtp_starttls,
-                      username=settings.smtp_username, password=password)
+                      username=settings.smtp_username, password=password,
+                      connections=settings.concurrency)
 
 
 def create_app(settings: NotifierSettings | None = None) -> FastAPI:
@@ -48,7 +49,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         await ensure_topics(settings.kafka_bootstrap_servers, topics.all())
         async with AsyncExitStack() as stack:  # unwinds whatever started, in reverse order
             pool = await asyncpg.create_pool(
-                settings.database_url, min_size=1, max_size=5,
+                settings.database_url, min_size=1, max_size=settings.concurrency + 2,
                 server_settings={"search_path": f"{SCHEMA},public",
                                  "application_name": "notifier"})
             stack.push_async_callback(pool.close)
@@ -64,7 +65,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
             consumer = SupervisedConsumer(lambda: EventConsumer(
                 settings=settings, topics=[topics.rewards],
                 group_id=f"{settings.topic_prefix}notifier", name="notifier",
-                handler=delivery, producer=producer,
+                batch_handler=delivery.batch, producer=producer,
                 max_backoff_s=settings.retry_max_backoff_seconds))
             await consumer.start()
             stack.push_async_callback(consumer.stop)

@@ -23,6 +23,11 @@ class NotifierSettings(PlatformSettings, DatabaseSettings):
     smtp_username: str | None = Field(None, description="SMTP AUTH user; none: no AUTH.")
     smtp_password: SecretStr | None = None
     smtp_timeout_seconds: float = Field(10.0, gt=0)
+    concurrency: int = Field(
+        8, ge=1, le=64,
+        description="Emails in flight at once: events of one poll are handled concurrently, "
+                    "one referrer's (one record key's) in order; also the number of SMTP "
+                    "sessions kept open. The database pool gets this many connections + 2.")
     from_email: str = "referrals@localhost"
     from_name: str = "Referrals"
     public_url: str = Field("http://127.0.0.1:8003", description="Base of links in emails.")

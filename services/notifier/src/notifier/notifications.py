@@ -77,6 +77,7 @@ class NotificationStore:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._holding: dict[str, asyncpg.Connection] = {}  # notification id → lock's conn
 
     async def queue(self, key: NotificationKey, *, locale: str, message_id: str) -> None:
         """Record that this email is owed; does nothing when the row already exists."""
@@ -98,6 +99,9 @@ class NotificationStore:
         async with self._pool.acquire() as conn:
             await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", _LOCK_CLASS,
                                notification_id)
+            # The row's updates inside the block use this connection too: a delivery holds
+            # one connection at a time, so no number of concurrent ones can drain the pool.
+            self._holding[notification_id] = conn
             try:
                 row = await conn.fetchrow("SELECT * FROM notifications WHERE id = $1",
                                           notification_id)
@@ -105,6 +109,7 @@ class NotificationStore:
                     raise LookupError(f"notification {notification_id} was never queued")
                 yield Notification.from_row(row)
             finally:
+                self._holding.pop(notification_id, None)
                 # A broken connection has dropped the lock with its session, and the pool's
                 # reset on release unlocks all anyway: failing to unlock here is harmless.
                 with contextlib.suppress(Exception):
@@ -138,8 +143,12 @@ class NotificationStore:
             notification_id)
 
     async def _update(self, sql: str, notification_id: str, *args: object) -> Notification:
-        async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(sql, notification_id, *args)
+        held = self._holding.get(notification_id)
+        if held is not None:
+            row = await held.fetchrow(sql, notification_id, *args)
+        else:
+            async with self._pool.acquire() as conn:
+                row = await conn.fetchrow(sql, notification_id, *args)
         if row is None:
             raise LookupError(f"notification {notification_id} was never queued")
         return Notification.from_row(row)

@@ -1,4 +1,4 @@
-"""SMTP delivery over one reused connection, failures sorted into transient and permanent."""
+"""SMTP delivery over a few reused connections, failures sorted into transient and permanent."""
 
 from __future__ import annotations
 
@@ -67,14 +67,18 @@ def _by_code(replies: list[tuple[int, str]]) -> TransientSmtpError | PermanentSm
 
 
 class SmtpSender:
-    """Sends one message at a time over a connection kept open between messages."""
+    """Sends messages over up to ``connections`` SMTP sessions kept open between messages
+    (one message per session at a time; a session that failed is dropped and reopened)."""
 
     def __init__(self, host: str, port: int, *, timeout: float = 10.0, starttls: bool = False,
-                 username: str | None = None, password: str | None = None) -> None:
+                 username: str | None = None, password: str | None = None,
+                 connections: int = 1) -> None:
+        if connections < 1:
+            raise ValueError("connections must be at least 1")
         self._host, self._port, self._timeout = host, port, timeout
         self._starttls, self._username, self._password = starttls, username, password
-        self._client: aiosmtplib.SMTP | None = None
-        self._lock = asyncio.Lock()
+        self._slots = asyncio.Semaphore(connections)
+        self._idle: list[aiosmtplib.SMTP] = []  # open sessions nobody is using
 
     async def send(self, message: EmailMessage) -> None:
         """Hand ``message`` to the server; returns only once the server accepted it.
@@ -83,41 +87,43 @@ class SmtpSender:
         """
         sender, recipients = envelope_of(message)
         raw = wire_bytes(message)
-        async with self._lock:
+        async with self._slots:
+            client = self._idle.pop() if self._idle else None
             try:
-                client = await self._connected()
+                client = await self._connected(client)
                 refused, _ = await client.sendmail(sender, recipients, raw)
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                 # Whatever state the session is in now, a fresh one is the safe start.
-                await self._drop()
+                _drop(client)
                 raise classify(exc) from exc
             if refused:
-                await self._drop()
+                _drop(client)
                 raise _by_code(list(refused.values()))
+            self._idle.append(client)
 
-    async def _connected(self) -> aiosmtplib.SMTP:
-        if self._client is not None and self._client.is_connected:
+    async def _connected(self, client: aiosmtplib.SMTP | None) -> aiosmtplib.SMTP:
+        if client is not None and client.is_connected:
             try:
-                await self._client.noop()
-                return self._client
+                await client.noop()
+                return client
             except (aiosmtplib.SMTPException, OSError):
-                await self._drop()
+                _drop(client)
         client = aiosmtplib.SMTP(hostname=self._host, port=self._port, timeout=self._timeout,
                                  start_tls=self._starttls, username=self._username,
                                  password=self._password)
         await client.connect()
-        self._client = client
         return client
 
-    async def _drop(self) -> None:
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                self._client.close()
-            self._client = None
-
     async def close(self) -> None:
-        """Say QUIT politely if connected."""
-        if self._client is not None:
+        """Say QUIT politely on every idle session."""
+        idle, self._idle = self._idle, []
+        for client in idle:
             with contextlib.suppress(Exception):
-                await self._client.quit()
-            await self._drop()
+                await client.quit()
+            _drop(client)
+
+
+def _drop(client: aiosmtplib.SMTP | None) -> None:
+    if client is not None:
+        with contextlib.suppress(Exception):
+            client.close()

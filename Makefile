@@ -43,8 +43,8 @@ dashboard-assets-check: ## re-fetch from npm and compare with the vendored files
 up: install ## run the whole platform in the foreground (Ctrl-C stops it)
 	$(VENV)/bin/referral-dev up
 
-test: install browser ## run the whole test suite against real components
-	$(VENV)/bin/pytest
+test: install browser ## run the whole test suite against real components (TEST_WORKERS=2 processes)
+	$(VENV)/bin/pytest -n $${TEST_WORKERS:-2} --dist loadfile
 
 test-fast: install ## unit and contract tests only (no service processes)
 	$(VENV)/bin/pytest -m "not e2e"

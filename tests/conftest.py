@@ -62,7 +62,9 @@ def kafka_component(_docker: bool) -> Iterator[tuple[str, bool]]:
         with KafkaContainer() as kafka:
             yield kafka.get_bootstrap_server(), True
         return
-    broker = EmbeddedBroker(free_port(), log_path=ARTIFACTS / "logs" / "broker.log").start()
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # one broker per xdist worker
+    log_name = f"broker-{worker}.log" if worker else "broker.log"
+    broker = EmbeddedBroker(free_port(), log_path=ARTIFACTS / "logs" / log_name).start()
     try:
         yield broker.bootstrap, False
     finally:

@@ -112,15 +112,16 @@ def _click(click_id: str, *, visitor: str | None, at):
 async def test_hourly_counts_count_each_visit_once_and_each_conversion_once():
     registry, emitted = RegistryView(), []
     proc = processor(registry, emitted)
-    now = utcnow()
+    # One hour bucket for all of it, whatever the clock says: the previous hour's :30.
+    now = utcnow().replace(minute=30, second=0, microsecond=0) - timedelta(hours=1)
     await proc.on_click(_click("clk_ABC123_a", visitor="v1", at=now - timedelta(minutes=10)))
     await proc.on_click(_click("clk_ABC123_a", visitor="v1", at=now - timedelta(minutes=10)))
     await proc.on_click(_click("clk_ABC123_b", visitor="v1", at=now - timedelta(minutes=5)))
     await proc.on_click(_click("clk_ABC123_c", visitor="v2", at=now - timedelta(minutes=5)))
-    envelope = new_event(recent_conversion(click_id="clk_ABC123_b"), source="tracker")
+    envelope = new_event(conversion(at=now, click_id="clk_ABC123_b"), source="tracker")
     await proc.on_conversion(envelope)
     await proc.on_conversion(envelope)  # a replay of the same event: decided again, not counted
-    other = recent_conversion(click_id="clk_ABC123_b")
+    other = conversion(at=now, click_id="clk_ABC123_b")
     await proc.on_conversion(new_event(other, source="elsewhere"))  # same order, other event
     due = dict(proc.stats_due())
     assert proc.stats_due() == []  # nothing changed since

@@ -82,7 +82,7 @@ def test_conversion_code_comes_from_click_id_or_code() -> None:
 @pytest.mark.parametrize(("code", "click_id", "field"), [
     (None, None, "code"), (None, "order-17", "click_id"), ("OTHER", new_click_id("K7"),
                                                           "click_id"),
-])
+], ids=["no-code", "foreign-click-id", "click-id-of-another-code"])
 def test_unresolvable_conversion_code_names_the_field(code: str | None, click_id: str | None,
                                                       field: str) -> None:
     with pytest.raises(CodeUnresolved) as caught:

@@ -5,6 +5,7 @@ partition is left where recovery put it."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from types import SimpleNamespace
 
@@ -35,7 +36,7 @@ async def test_seek_to_committed_resets_partitions_the_group_never_committed(
         await consumer.commit({TopicPartition(source, 0): OffsetAndMetadata(2, "")})
         await consumer.seek_to_end(*tps)  # where a fetcher that dropped records would be
         thread = SimpleNamespace(
-            _ensure_consumer=lambda: consumer,
+            _ensure_consumer=lambda: consumer, log=logging.getLogger("test-transport"),
             app=SimpleNamespace(tables=SimpleNamespace(changelog_topics={changelog}),
                                 conf=SimpleNamespace(consumer_auto_offset_reset="earliest")))
 

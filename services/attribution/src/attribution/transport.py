@@ -48,6 +48,10 @@ class ResettingConsumerThread(driver.AIOKafkaConsumerThread):
                 await consumer.seek_to_end(*unset)
             else:
                 await consumer.seek_to_beginning(*unset)
+        # Evidence for the open kill -9 finding: where each source partition starts again.
+        self.log.info("source partitions sought: %s", ", ".join(
+            f"{tp.topic}:{tp.partition}@{offset if offset and offset > 0 else 'start'}"
+            for tp, offset in sorted(committed.items()) if tp.topic not in changelogs))
         return committed
 
 

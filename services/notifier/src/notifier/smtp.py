@@ -96,6 +96,9 @@ class SmtpSender:
                 # Whatever state the session is in now, a fresh one is the safe start.
                 _drop(client)
                 raise classify(exc) from exc
+            except asyncio.CancelledError:  # stopped mid-conversation: close, don't reuse
+                _drop(client)
+                raise
             if refused:
                 _drop(client)
                 raise _by_code(list(refused.values()))

@@ -2,7 +2,7 @@
 
 The short version (one kill -9 per service, CHAOS_SHORT_EVENTS conversions) is meant for
 ``make test`` but is held out of it (CHAOS_SHORT=1 or ``make chaos`` runs it): after the
-attribution transport fix it still lost 43 of 400 conversions in attribution in one of four
+attribution transport fix it still lost 43 of 400 conversions in attribution in one of seven
 runs (docs/reliability.md). ``make chaos`` runs every scenario with CHAOS_EVENTS conversions
 (default 20,000) and writes the results table to tests/artifacts/chaos-results.md
 (docs/reliability.md quotes the last run).

@@ -94,7 +94,7 @@ from referral_kit.kafka import ensure_topics
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .results import record
+from .results import process_cpu_seconds, record
 
 COMMAND = "make bench"
 EVENTS = int(os.environ.get("BENCH_ATTRIBUTION_EVENTS", "100000"))
@@ -427,11 +427,7 @@ class Worker:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the process so far (0 once it is gone)."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.proc.pid) or 0.0
 
     def stop(self) -> None:
         if self.proc.poll() is None:

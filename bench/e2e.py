@@ -78,7 +78,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from .results import LATEST, RESULTS, load, record
+from .results import LATEST, RESULTS, load, process_cpu_seconds, record
 
 
 def _command() -> str:
@@ -212,12 +212,8 @@ class Stack:
                 proc.wait()
 
     def cpu_seconds(self) -> dict[str, float]:
-        out = {}
-        for name, proc in self.procs.items():
-            with contextlib.suppress(OSError, IndexError):
-                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-                out[name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return out
+        seconds = {name: process_cpu_seconds(proc.pid) for name, proc in self.procs.items()}
+        return {name: s for name, s in seconds.items() if s is not None}
 
 
 async def start_stack(workdir: Path, pg: EmbeddedPostgres, broker: EmbeddedBroker,

@@ -30,6 +30,16 @@ def machine() -> dict[str, str | int]:
             "system": f"{platform.system()} {platform.release()}"}
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds process ``pid`` has used so far (all its threads), from
+    /proc; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def load() -> dict[str, float]:
     return json.loads(LATEST.read_text()) if LATEST.is_file() else {}
 

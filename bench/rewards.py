@@ -87,7 +87,7 @@ from referral_kit.kafka import ensure_topics
 from referral_kit.migrations import migrate
 from rich.console import Console
 
-from .results import record
+from .results import process_cpu_seconds, record
 
 COMMAND = "make bench"
 EVENTS = int(os.environ.get("BENCH_REWARDS_EVENTS", "20000"))
@@ -129,14 +129,6 @@ SHARE = {"shop": 0.3, "capped": 0.25, "tiers": 0.25, "percent": 0.2}  # of the r
 
 # -- CPU accounting (/proc) -------------------------------------------------------------------
 
-def _cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _children(ppid: int) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
@@ -160,7 +152,7 @@ class CpuMeter:
             own = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # + dead kids
         except (OSError, IndexError):
             own = 0.0
-        return own + sum(_cpu_seconds(child) for child in _children(self.pid))
+        return own + sum(process_cpu_seconds(child) or 0.0 for child in _children(self.pid))
 
 
 def postmaster_pid(data_dir: Path) -> int:

@@ -57,7 +57,7 @@ from referral_kit.kafka import ensure_topics
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .results import record
+from .results import process_cpu_seconds, record
 
 COMMAND = "make bench"
 DURATION = float(os.environ.get("BENCH_TRACKER_SECONDS", "6"))
@@ -163,11 +163,7 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """CPU time the server process has used so far (all threads)."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.proc.pid) or 0.0
 
     def stop(self) -> None:
         if self.proc.poll() is None:

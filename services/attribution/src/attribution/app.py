@@ -138,17 +138,17 @@ def create_app(settings: AttributionSettings | None = None) -> faust.App:
             if "producer" in kafka:
                 await kafka["producer"].stop()
 
-    first_offsets: dict[tuple[str, int], int] = {}  # since the last rebalance, per partition
+    first_offsets: dict[Any, int] = {}  # TP → first offset handled since the last rebalance
 
     @app.agent(source, concurrency=1)
     async def attribute(stream: Any) -> None:
         async for event in stream.events():
             await started.wait()
             message = event.message
-            if (message.topic, message.partition) not in first_offsets:
+            if message.tp not in first_offsets:
                 # Evidence for the open kill -9 finding (docs/reliability.md): where the
                 # agent really starts after a rebalance, to compare with the sought offsets.
-                first_offsets[(message.topic, message.partition)] = message.offset
+                first_offsets[message.tp] = message.offset
                 log.info("first event after rebalance", topic=message.topic,
                          partition=message.partition, offset=message.offset)
             topic = by_name[message.topic]

@@ -11,7 +11,8 @@ from types import SimpleNamespace
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
-from attribution.transport import ResettingConsumerThread
+from attribution.transport import Admit, App, ResettingConsumerThread, SourcePositions
+from faust.types import TP
 
 
 async def test_seek_to_committed_resets_partitions_the_group_never_committed(
@@ -50,3 +51,68 @@ async def test_seek_to_committed_resets_partitions_the_group_never_committed(
             assert await consumer.position(TopicPartition(changelog, partition)) == 5
     finally:
         await consumer.stop()
+
+
+# -- what is committed: the agent's next offset, not Faust's acknowledgements ----------------
+
+SRC = TP("clicks", 0)
+
+
+def test_a_partition_is_handled_from_where_it_was_sought_and_in_order_only() -> None:
+    positions = SourcePositions(["clicks"])
+    assert positions.admit(SRC, 7) is Admit.UNPOSITIONED
+    assert positions.next_offset(SRC) is None  # nothing may be committed yet
+    positions.position({SRC: 7, TP("changelog", 0): 3})
+    assert positions.next_offset(TP("changelog", 0)) is None  # not a source topic
+    assert positions.admit(SRC, 6) is Admit.SEEN
+    assert positions.admit(SRC, 8) is Admit.AHEAD  # 7 was skipped before the agent
+    assert positions.admit(SRC, 7) is Admit.HANDLE
+    positions.handled(SRC, 7)
+    assert positions.admit(SRC, 8) is Admit.HANDLE
+    assert positions.next_offset(SRC) == 8
+    positions.forget([SRC])
+    assert positions.admit(SRC, 8) is Admit.UNPOSITIONED
+
+
+def test_a_gap_is_sought_back_once_a_second_until_it_is_filled() -> None:
+    positions = SourcePositions(["clicks"])
+    positions.position({SRC: 7})
+    assert positions.should_seek_back(SRC, now=100.0) == 7
+    assert positions.should_seek_back(SRC, now=100.5) is None  # the seek is under way
+    assert positions.should_seek_back(SRC, now=101.0) == 7  # it did not fill the gap
+    positions.handled(SRC, 7)
+    assert positions.should_seek_back(SRC, now=101.1) == 8  # a new gap
+
+
+def test_a_partition_stalled_below_its_end_is_reported_once_per_period() -> None:
+    positions = SourcePositions(["clicks"])
+    other = TP("clicks", 1)
+    positions.position({SRC: 7, other: 4})
+    ends = {SRC: 9, other: 4}  # partition 1 is fully handled
+    assert positions.stuck(ends, after=5, now=0.0) == {}
+    assert positions.stuck(ends, after=5, now=4.9) == {}
+    assert positions.stuck(ends, after=5, now=5.0) == {SRC: 7}
+    assert positions.stuck(ends, after=5, now=6.0) == {}  # reported: wait again
+    positions.handled(SRC, 7)
+    assert positions.stuck(ends, after=5, now=10.5) == {}  # it moved: the clock restarts
+    assert positions.stuck(ends, after=5, now=15.5) == {SRC: 8}
+
+
+async def test_source_commits_follow_the_agent_while_changelogs_follow_faust() -> None:
+    app = App(f"transport-{uuid.uuid4().hex[:8]}", broker="kafka://127.0.0.1:9",
+              web_enabled=False)
+    app.source_positions = SourcePositions(["clicks"])
+    consumer = app.consumer  # created, not started: no broker involved
+    changelog = TP("changelog", 0)
+    # Faust acknowledged 3 to 6 (skipped records are acknowledged too) and saw a gap 7 to 9
+    consumer._acked[SRC], consumer._acked_index[SRC] = [3, 4, 5, 6], {3, 4, 5, 6}
+    await consumer._add_gap(SRC, 7, 9)
+    consumer._acked[changelog], consumer._acked_index[changelog] = [0, 1, 2], {0, 1, 2}
+
+    assert consumer._filter_committable_offsets([SRC, changelog]) == {changelog: 3}
+    assert not consumer._gap[SRC]
+
+    app.source_positions.position({SRC: 3})
+    app.source_positions.handled(SRC, 3)  # the agent decided offset 3, nothing after
+    consumer._acked[SRC].extend([4, 5, 6])
+    assert consumer._filter_committable_offsets([SRC]) == {SRC: 4}

@@ -40,20 +40,22 @@ from referral_kit.registry_cache import RegistryCache
 from . import stats
 from .config import AttributionSettings
 from .processor import AttributionProcessor
-from .transport import App
+from .transport import Admit, App, SourcePositions
 
 log = structlog.get_logger(__name__)
 SEND_RETRIES = Counter("attribution_send_retries_total",
                        "Outputs the broker refused and that were sent again", ["topic"])
 #: a grace expiry is signalled again only if the stream has not acted on it by then
 GRACE_RESIGNAL_SECONDS = 10.0
+#: a source partition behind its end whose next offset has not moved for this long is re-read
+UNSTICK_SECONDS = 5.0
 
 
 def create_app(settings: AttributionSettings | None = None) -> faust.App:
     settings = settings or AttributionSettings()
     topics = settings.topic_registry()
     data_dir = settings.data_dir or tempfile.mkdtemp(prefix=f"{settings.faust_id}-")
-    app = App(  # faust.App with the committed-offset fix of .transport
+    app = App(  # faust.App that commits what the agent decided: see .transport
         settings.faust_id,
         broker=[f"kafka://{s}" for s in settings.kafka_bootstrap_servers.split(",")],
         store=settings.store,
@@ -138,34 +140,48 @@ def create_app(settings: AttributionSettings | None = None) -> faust.App:
             if "producer" in kafka:
                 await kafka["producer"].stop()
 
-    first_offsets: dict[Any, int] = {}  # TP → first offset handled since the last rebalance
+    positions = app.source_positions = SourcePositions(by_name)
+
+    async def handle(event: Any) -> None:
+        message = event.message
+        topic = by_name[message.topic]
+        try:
+            envelope = decode(event.value)
+            if envelope.type not in types_on[message.topic]:
+                raise UnknownEventType(f"{envelope.type} does not belong on {topic.name}",
+                                       field="type")
+        except EventError as exc:
+            await to_dead_letter(message, topic, event.value, exc)
+            return
+        if isinstance(envelope.data, ClickRecorded):
+            await processor.on_click(envelope.data)
+        elif isinstance(envelope.data, ConversionRecorded):
+            await processor.on_conversion(envelope)
+        elif isinstance(envelope.data, AttributionGraceExpired):
+            await processor.on_grace_expired(envelope.data)
 
     @app.agent(source, concurrency=1)
     async def attribute(stream: Any) -> None:
+        # Only the next offset of a partition is handled, and only what was handled is
+        # committed (.transport): Faust acknowledges records it skipped, we must not.
         async for event in stream.events():
             await started.wait()
             message = event.message
-            if message.tp not in first_offsets:
-                # Evidence for the open kill -9 finding (docs/reliability.md): where the
-                # agent really starts after a rebalance, to compare with the sought offsets.
-                first_offsets[message.tp] = message.offset
-                log.info("first event after rebalance", topic=message.topic,
-                         partition=message.partition, offset=message.offset)
-            topic = by_name[message.topic]
-            try:
-                envelope = decode(event.value)
-                if envelope.type not in types_on[message.topic]:
-                    raise UnknownEventType(f"{envelope.type} does not belong on {topic.name}",
-                                           field="type")
-            except EventError as exc:
-                await to_dead_letter(message, topic, event.value, exc)
-                continue
-            if isinstance(envelope.data, ClickRecorded):
-                await processor.on_click(envelope.data)
-            elif isinstance(envelope.data, ConversionRecorded):
-                await processor.on_conversion(envelope)
-            elif isinstance(envelope.data, AttributionGraceExpired):
-                await processor.on_grace_expired(envelope.data)
+            tp = message.tp
+            verdict = positions.admit(tp, message.offset)
+            if verdict is Admit.HANDLE:
+                await handle(event)
+                positions.handled(tp, message.offset)
+            elif verdict is Admit.AHEAD:
+                offset = positions.should_seek_back(tp)
+                if offset is not None:
+                    await app.seek_back(tp, offset, f"offset {message.offset} arrived first")
+
+    @app.timer(interval=UNSTICK_SECONDS)
+    async def unstick_sources() -> None:
+        """A record skipped at the end of a partition has no successor to reveal it."""
+        if started.is_set():
+            await app.unstick(after=UNSTICK_SECONDS)
 
     @app.timer(interval=max(0.25, min(5.0, settings.grace_seconds / 4)))
     async def expire_grace() -> None:
@@ -205,7 +221,6 @@ def create_app(settings: AttributionSettings | None = None) -> faust.App:
 
     @app.on_rebalance_complete.connect
     async def on_rebalance_complete(sender: Any, **kwargs: Any) -> None:
-        first_offsets.clear()
         processor.mark_recent_dirty(utcnow() - timedelta(hours=2))
         processor.forget_parsed()
         assigned.set()

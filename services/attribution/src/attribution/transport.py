@@ -1,36 +1,132 @@
-"""Faust's aiokafka transport with two fixes for source events skipped around a rebalance.
+"""Faust's aiokafka transport, made to commit a source offset only once the agent decided it.
 
-Faust drops records it fetched while the flow was stopped (during table recovery, on a
-generation change mid-batch) and counts on "seek to the committed offsets" afterwards to read
-them again. Two holes in that, both seen as attribution decisions missing after a kill -9 and
-restart (docs/reliability.md):
+Faust commits the offsets its streams *acknowledge*, and a stream acknowledges more than the
+agent handled: records it skips around a rebalance (stale generation, flow stopped) are
+acknowledged as if processed, and its fetch loop drops records that arrive below its "read
+offset" after a seek while marking the jump they leave as a gap that counts as processed. Each
+of these was seen as attribution decisions missing after a kill -9 and restart
+(docs/reliability.md): the records were committed, never decided, and never read again.
 
-1. aiokafka's ``seek_to_committed`` only seeks when the committed offset is above 0, so a
-   partition the group had never committed stayed *past* the dropped records. Here a source
-   partition with no committed offset (or 0) is reset by the ``auto_offset_reset`` policy
-   instead, which is what a fresh group reading it would do.
-2. Recovery resumes the source partitions *before* it seeks them, so records fetched in
-   between can still be dropped after the seek (seen with committed offsets > 0: the worker
-   became ready with its positions at the end of the partitions and nothing processed).
-   :meth:`App.on_rebalance_end` therefore seeks the source partitions to their committed
-   offsets once more when the worker is ready and the flow runs. Anything read twice is
-   decided again identically (decisions are idempotent).
+So the agent's own bookkeeping decides what is committed (:class:`SourcePositions`):
 
-One loss after a kill -9 remains unexplained (docs/reliability.md, "Open").
+* after every seek to the committed offsets, each source partition is *positioned*: the next
+  offset the agent must handle is the committed offset (or the partition's first offset when
+  the group never committed it, and the partition is read from there: aiokafka alone leaves it
+  wherever the fetcher was);
+* the agent handles a record only if it is that next offset; a record above it means records
+  were skipped, and the agent seeks the partition back (at most once a second per partition)
+  instead of handling it, so events are still decided in partition order; a record below it
+  was handled already;
+* the commit offset of a source partition is that next offset; Faust's acknowledgements and
+  gaps are ignored for source partitions (changelog partitions keep Faust's rules);
+* once a rebalance has ended and the flow runs, the source partitions are sought to their
+  committed offsets again (recovery resumes them before it seeks them), retried until it
+  succeeds;
+* a partition whose next offset stays below the end of the log without moving is sought back
+  too (:meth:`App.unstick`): a skipped record at the end of a partition has no successor to
+  reveal the gap.
 
-Changelog partitions are left alone: recovery positions them.
+Records read twice are decided again identically (decisions are idempotent); nothing is
+committed that the agent did not decide. This relies on private parts of faust-streaming
+0.15.3 (``Consumer._new_offset``, ``Consumer._add_gap``); tests/attribution/test_transport.py
+pins the behaviour against the real broker.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import enum
+import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
+from prometheus_client import Counter
+
+GAPS = Counter("attribution_source_gaps_total",
+               "Source records skipped before the agent (the partition was sought back)",
+               ["topic"])
+#: a partition is sought back for the same missing offset at most this often
+SEEK_BACK_SECONDS = 1.0
+
+
+class Admit(enum.Enum):
+    HANDLE = "handle"  # the next offset of its partition
+    SEEN = "seen"  # below it: handled already
+    AHEAD = "ahead"  # above it: records before it were skipped
+    UNPOSITIONED = "unpositioned"  # no seek since the partition was assigned
+
+
+class SourcePositions:
+    """The next offset the agent must handle on each source partition it was given."""
+
+    def __init__(self, topics: Iterable[str]) -> None:
+        self.topics = frozenset(topics)
+        self._next: dict[TP, int] = {}
+        self._sought: dict[TP, tuple[int, float]] = {}  # tp → (offset, when) of a seek back
+        self._moved: dict[TP, tuple[int, float]] = {}  # tp → (next, since when unchanged)
+
+    def position(self, offsets: Mapping[TP, int]) -> None:
+        """The source partitions were sought to ``offsets``: handle from there."""
+        for tp, offset in offsets.items():
+            if tp.topic in self.topics:
+                self._next[tp] = offset
+                self._sought.pop(tp, None)
+
+    def forget(self, tps: Iterable[TP]) -> None:
+        for tp in tps:
+            self._next.pop(tp, None)
+            self._sought.pop(tp, None)
+            self._moved.pop(tp, None)
+
+    def admit(self, tp: TP, offset: int) -> Admit:
+        expected = self._next.get(tp)
+        if expected is None:
+            return Admit.UNPOSITIONED
+        if offset == expected:
+            return Admit.HANDLE
+        return Admit.SEEN if offset < expected else Admit.AHEAD
+
+    def handled(self, tp: TP, offset: int) -> None:
+        self._next[tp] = offset + 1
+
+    def next_offset(self, tp: TP) -> int | None:
+        """What may be committed for ``tp``: everything below it was decided."""
+        return self._next.get(tp)
+
+    def should_seek_back(self, tp: TP, now: float | None = None) -> int | None:
+        """The offset to seek ``tp`` back to, unless that was done less than a second ago."""
+        expected = self._next.get(tp)
+        if expected is None:
+            return None
+        now = time.monotonic() if now is None else now
+        last = self._sought.get(tp)
+        if last is not None and last[0] == expected and now - last[1] < SEEK_BACK_SECONDS:
+            return None
+        self._sought[tp] = (expected, now)
+        return expected
+
+    def stuck(self, ends: Mapping[TP, int], *, after: float,
+              now: float | None = None) -> dict[TP, int]:
+        """Partitions whose next offset is below ``ends`` and has not moved for ``after``
+        seconds: the offset to seek each back to."""
+        now = time.monotonic() if now is None else now
+        due: dict[TP, int] = {}
+        for tp, expected in list(self._next.items()):
+            end = ends.get(tp)
+            if end is None or expected >= end:
+                self._moved.pop(tp, None)
+                continue
+            seen = self._moved.get(tp)
+            if seen is None or seen[0] != expected:
+                self._moved[tp] = (expected, now)
+            elif now - seen[1] >= after:
+                self._moved[tp] = (expected, now)
+                due[tp] = expected
+        return due
 
 
 class ResettingConsumerThread(driver.AIOKafkaConsumerThread):
@@ -48,7 +144,6 @@ class ResettingConsumerThread(driver.AIOKafkaConsumerThread):
                 await consumer.seek_to_end(*unset)
             else:
                 await consumer.seek_to_beginning(*unset)
-        # Evidence for the open kill -9 finding: where each source partition starts again.
         self.log.info("source partitions sought: %s", ", ".join(
             f"{tp.topic}:{tp.partition}@{offset if offset and offset > 0 else 'start'}"
             for tp, offset in sorted(committed.items()) if tp.topic not in changelogs))
@@ -56,8 +151,48 @@ class ResettingConsumerThread(driver.AIOKafkaConsumerThread):
 
 
 class ResettingConsumer(driver.Consumer):
+    """Commits a source partition up to what the agent decided (:class:`SourcePositions`)."""
+
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return ResettingConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    @property
+    def _positions(self) -> SourcePositions | None:
+        return getattr(self.app, "source_positions", None)
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        committed = await super().seek_to_committed()
+        positions = self._positions
+        if positions is not None:
+            sources = {tp: offset for tp, offset in committed.items()
+                       if tp.topic in positions.topics}
+            unset = [tp for tp, offset in sources.items() if offset is None or offset <= 0]
+            if unset:
+                if self.app.conf.consumer_auto_offset_reset == "latest":
+                    starts = await self.highwaters(*unset)
+                else:
+                    starts = await self.earliest_offsets(*unset)
+                sources.update({tp: starts[tp] for tp in unset})
+            positions.position(sources)
+        return committed
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        await super().on_partitions_revoked(revoked)
+        if self._positions is not None:
+            self._positions.forget(revoked)
+
+    def _new_offset(self, tp: TP) -> int | None:
+        positions = self._positions
+        if positions is None or tp.topic not in positions.topics:
+            return super()._new_offset(tp)
+        self._acked[tp].clear()  # acknowledgements are not decisions: see the module doc
+        self._acked_index[tp].clear()
+        return positions.next_offset(tp)
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        positions = self._positions
+        if positions is None or tp.topic not in positions.topics:
+            await super()._add_gap(tp, offset_from, offset_to)
 
 
 class Transport(driver.Transport):
@@ -65,9 +200,11 @@ class Transport(driver.Transport):
 
 
 class App(faust.App):
-    """A :class:`faust.App` whose consumer uses :class:`ResettingConsumer` (kafka:// only) and
-    seeks its source partitions again once a rebalance has ended."""
+    """A :class:`faust.App` whose consumer commits source partitions by
+    :attr:`source_positions` (kafka:// only), and that seeks its source partitions again
+    once a rebalance has ended."""
 
+    source_positions: SourcePositions | None = None
     _reseek: asyncio.Task[None] | None = None
 
     def _new_transport(self) -> Any:
@@ -80,11 +217,43 @@ class App(faust.App):
         self._reseek = asyncio.ensure_future(self._seek_sources_to_committed())
 
     async def _seek_sources_to_committed(self) -> None:
-        if self.rebalancing or not self.consumer.assignment():
-            return  # the next rebalance's end seeks again
+        backoff = 0.2
+        while not (self.rebalancing or self.should_stop) and self.consumer.assignment():
+            try:
+                await self.consumer.perform_seek()
+            except Exception as exc:  # never crash the worker: its sources wait unpositioned
+                self.log.warning("seek to committed offsets after rebalance failed, "
+                                 "retrying in %.1fs: %r", backoff, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            else:
+                self.log.info("Source partitions re-positioned at their committed offsets.")
+                return
+        # a rebalance started (its end seeks again), or the worker stops
+
+    async def seek_back(self, tp: TP, offset: int, reason: str) -> None:
+        """Read ``tp`` again from ``offset``: records from there were not handled."""
+        GAPS.labels(tp.topic).inc()
+        self.log.warning("%s: seeking %s:%s back to %s", reason, tp.topic, tp.partition,
+                         offset)
         try:
-            await self.consumer.perform_seek()
-        except Exception as exc:  # the next rebalance seeks again; never crash the worker
-            self.log.warning("seek to committed offsets after rebalance failed: %r", exc)
-        else:
-            self.log.info("Source partitions re-positioned at their committed offsets.")
+            await self.consumer.seek(tp, offset)
+        except Exception as exc:  # revoked meanwhile: the next assignment positions it
+            self.log.warning("seek back of %s:%s failed: %r", tp.topic, tp.partition, exc)
+
+    async def unstick(self, *, after: float) -> None:
+        """Seek back source partitions whose next offset is below the end of the log and
+        has not moved for ``after`` seconds."""
+        positions = self.source_positions
+        if positions is None or self.rebalancing:
+            return
+        assigned = [tp for tp in self.consumer.assignment() if tp.topic in positions.topics]
+        ends = {tp: end for tp in assigned if (end := self._log_end(tp)) is not None}
+        for tp, offset in positions.stuck(ends, after=after).items():
+            await self.seek_back(tp, offset, "source partition stalled below its end")
+
+    def _log_end(self, tp: TP) -> int | None:
+        try:
+            return self.consumer.highwater(tp)
+        except Exception:  # revoked meanwhile; None (no fetch yet) means the same: unknown
+            return None

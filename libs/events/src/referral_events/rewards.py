@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from .base import Currency, EventData, Identifier, UtcDateTime
+from .emails import EmailAddress
 
 
 class Beneficiary(StrEnum):
@@ -48,7 +49,7 @@ class Recipient(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    email: EmailStr | None = None
+    email: EmailAddress | None = None
     name: str | None = Field(default=None, max_length=200)
     locale: str | None = Field(default=None, max_length=20)
 

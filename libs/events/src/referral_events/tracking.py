@@ -5,9 +5,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from .base import Currency, EventData, Identifier, MinorUnits, ReferralCode, UtcDateTime
+from .emails import EmailAddress
 
 
 class CodeSource(StrEnum):
@@ -36,7 +37,7 @@ class Customer(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: Identifier
-    email: EmailStr | None = None
+    email: EmailAddress | None = None
     is_new: bool | None = None
     country: CountryCode | None = Field(
         default=None, description="Where the customer is (billing country); fraud checks use it."

@@ -10,13 +10,13 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
-    EmailStr,
     Field,
     HttpUrl,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from referral_events.emails import EmailAddress
 
 from .fraud import FraudSettings
 from .holds import InvalidDuration, parse_duration
@@ -116,7 +116,7 @@ class ProgramFields(Strict):
     tiers: list[Tier] = Field(default_factory=list, max_length=50)
     caps: Caps = Field(default_factory=Caps)
     fraud: FraudSettings = Field(default_factory=FraudSettings)
-    marketer_emails: list[EmailStr] = Field(default_factory=list, max_length=50)
+    marketer_emails: list[EmailAddress] = Field(default_factory=list, max_length=50)
     locale: Locale = "en"
 
     _check_hold = field_validator("hold_period")(_duration)
@@ -153,7 +153,7 @@ class ProgramUpdate(Strict):
     tiers: list[Tier] | None = None
     caps: Caps | None = None
     fraud: FraudSettings | None = None
-    marketer_emails: list[EmailStr] | None = None
+    marketer_emails: list[EmailAddress] | None = None
     locale: Locale | None = None
     active: bool | None = None
 
@@ -192,7 +192,7 @@ class ProgramCreated(ProgramRead):
 
 class ReferrerCreate(Strict):
     external_id: str = Field(min_length=1, max_length=200)
-    email: EmailStr
+    email: EmailAddress
     name: str | None = Field(None, max_length=200)
     locale: Locale | None = None
     ip: str | None = Field(None, max_length=64, description=(

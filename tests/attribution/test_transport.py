@@ -10,6 +10,7 @@ import uuid
 from types import SimpleNamespace
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.consumer.fetcher import OffsetResetStrategy
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from attribution.transport import Admit, App, ResettingConsumerThread, SourcePositions
 from faust.types import TP
@@ -49,6 +50,14 @@ async def test_seek_to_committed_resets_partitions_the_group_never_committed(
         assert await consumer.position(TopicPartition(source, 1)) == 0  # was 5
         for partition in range(2):  # changelogs: recovery's business
             assert await consumer.position(TopicPartition(changelog, partition)) == 5
+
+        # Faust's livelock check must not read a position aiokafka is still resolving (it
+        # asserts, and the worker crashed): such a partition is skipped.
+        resetting = TopicPartition(source, 1)
+        consumer._fetcher.request_offset_reset([resetting], OffsetResetStrategy.EARLIEST)
+        assert not consumer._subscription.subscription.assignment.state_value(
+            resetting).has_valid_position
+        assert ResettingConsumerThread.verify_event_path(thread, 0.0, resetting) is None
     finally:
         await consumer.stop()
 
@@ -111,6 +120,11 @@ async def test_source_commits_follow_the_agent_while_changelogs_follow_faust() -
 
     assert consumer._filter_committable_offsets([SRC, changelog]) == {changelog: 3}
     assert not consumer._gap[SRC]
+
+    # the fetch loop drops records below the read offset: never for a source partition
+    consumer._read_offset[SRC], consumer._read_offset[changelog] = 90, 90
+    assert consumer._read_offset[SRC] is None
+    assert consumer._read_offset[changelog] == 90
 
     app.source_positions.position({SRC: 3})
     app.source_positions.handled(SRC, 3)  # the agent decided offset 3, nothing after

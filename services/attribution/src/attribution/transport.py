@@ -17,8 +17,9 @@ So the agent's own bookkeeping decides what is committed (:class:`SourcePosition
   were skipped, and the agent seeks the partition back (at most once a second per partition)
   instead of handling it, so events are still decided in partition order; a record below it
   was handled already;
-* the commit offset of a source partition is that next offset; Faust's acknowledgements and
-  gaps are ignored for source partitions (changelog partitions keep Faust's rules);
+* the commit offset of a source partition is that next offset; Faust's acknowledgements,
+  gaps and read offsets are ignored for source partitions (changelog partitions keep Faust's
+  rules): every record fetched reaches the agent, which alone decides what it handles;
 * once a rebalance has ended and the flow runs, the source partitions are sought to their
   committed offsets again (recovery resumes them before it seeks them), retried until it
   succeeds;
@@ -28,8 +29,8 @@ So the agent's own bookkeeping decides what is committed (:class:`SourcePosition
 
 Records read twice are decided again identically (decisions are idempotent); nothing is
 committed that the agent did not decide. This relies on private parts of faust-streaming
-0.15.3 (``Consumer._new_offset``, ``Consumer._add_gap``); tests/attribution/test_transport.py
-pins the behaviour against the real broker.
+0.15.3 (``Consumer._new_offset``, ``_add_gap``, ``_read_offset``), which
+tests/attribution/test_transport.py pins.
 """
 
 from __future__ import annotations
@@ -37,11 +38,12 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
-from collections.abc import Iterable, Mapping
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 from prometheus_client import Counter
@@ -140,18 +142,53 @@ class ResettingConsumerThread(driver.AIOKafkaConsumerThread):
         unset = [tp for tp, offset in committed.items()
                  if (offset is None or offset <= 0) and tp.topic not in changelogs]
         if unset:
+            # Explicit offsets, not seek_to_beginning/end: those leave the position unknown
+            # until the fetcher resolves it, and Faust's livelock check then crashes the
+            # worker (AssertionError in aiokafka's TopicPartitionState.position).
             if self.app.conf.consumer_auto_offset_reset == "latest":
-                await consumer.seek_to_end(*unset)
+                starts = await consumer.end_offsets(unset)
             else:
-                await consumer.seek_to_beginning(*unset)
+                starts = await consumer.beginning_offsets(unset)
+            for tp in unset:
+                consumer.seek(tp, starts[tp])
         self.log.info("source partitions sought: %s", ", ".join(
             f"{tp.topic}:{tp.partition}@{offset if offset and offset > 0 else 'start'}"
             for tp, offset in sorted(committed.items()) if tp.topic not in changelogs))
         return committed
 
+    def verify_event_path(self, now: float, tp: TP) -> Any:
+        """Faust's livelock check, skipped for a partition whose position aiokafka is still
+        resolving (an offset reset): it would read the position and crash the worker."""
+        try:
+            state = self._ensure_consumer()._fetcher._subscriptions.subscription \
+                .assignment.state_value(TopicPartition(tp.topic, tp.partition))
+        except AttributeError:  # no subscription or assignment right now
+            return None
+        if state is None or not state.has_valid_position:
+            return None
+        return super().verify_event_path(now, tp)
+
+
+class _ReadOffsets(defaultdict[TP, int | None]):
+    """Faust's last-read offset per partition, which its fetch loop uses to drop records
+    below it; blind (always None) for source partitions, where the agent orders records by
+    itself: after a seek back, records still in flight from before it would raise the read
+    offset again and make the fetch loop drop the very records the seek was for."""
+
+    def __init__(self, is_source: Callable[[TP], bool]) -> None:
+        super().__init__(lambda: None)
+        self._is_source = is_source
+
+    def __getitem__(self, tp: TP) -> int | None:
+        return None if self._is_source(tp) else super().__getitem__(tp)
+
 
 class ResettingConsumer(driver.Consumer):
     """Commits a source partition up to what the agent decided (:class:`SourcePositions`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_offset = _ReadOffsets(self._is_source)
 
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return ResettingConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -159,6 +196,10 @@ class ResettingConsumer(driver.Consumer):
     @property
     def _positions(self) -> SourcePositions | None:
         return getattr(self.app, "source_positions", None)
+
+    def _is_source(self, tp: TP) -> bool:
+        positions = self._positions
+        return positions is not None and tp.topic in positions.topics
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         committed = await super().seek_to_committed()

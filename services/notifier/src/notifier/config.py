@@ -29,7 +29,8 @@ class NotifierSettings(PlatformSettings, DatabaseSettings):
                     "one referrer's (one record key's) in order; also the number of SMTP "
                     "sessions kept open. The database pool gets this many connections + 2.")
     from_email: str = "referrals@localhost"
-    from_name: str = "Referrals"
+    from_name: str = Field("Referrals", max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$",
+                           description="Display name of the sender (no control characters).")
     public_url: str = Field("http://127.0.0.1:8003", description="Base of links in emails.")
     unsubscribe_secret: SecretStr = SecretStr(DEFAULT_UNSUBSCRIBE_SECRET)
     unsubscribe_token_days: int = Field(

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from email.message import EmailMessage
 from typing import Any
 
 import structlog
@@ -38,12 +37,13 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from .compose import Email, compose, locale_for, to_mime
+from .compose import Email, compose, locale_for
 from .config import NotifierSettings
 from .notifications import Notification, NotificationKey, NotificationStore, State
 from .outcomes import OutcomeAnnouncer
-from .smtp import PermanentSmtpError, SmtpSender, TransientSmtpError
+from .smtp import PermanentSmtpError, SmtpSender, TransientSmtpError, WireMessage
 from .unsubscribe import Category, Subscription, SuppressionList, UnsubscribeTokens
+from .wire import to_wire
 
 log = structlog.get_logger(__name__)
 SENT = Counter("notifier_emails_sent_total", "Emails accepted by SMTP", ["template", "locale"])
@@ -125,12 +125,12 @@ class Delivery:
                 log.info("recipient unsubscribed; email not sent", template=email.template,
                          notification_id=notification.id)
                 return await self._store.mark_suppressed(notification.id)
-            mime = to_mime(email, sender=self._settings.from_email,
+            wire = to_wire(email, sender=self._settings.from_email,
                            sender_name=self._settings.from_name,
                            message_id=notification.message_id,
                            unsubscribe_url=email.unsubscribe_url)
             try:
-                await self._send_with_retries(notification, mime)
+                await self._send_with_retries(notification, wire)
             except PermanentSmtpError as exc:
                 failed = await self._store.mark_failed(notification.id, str(exc))
                 FAILED.labels(email.template).inc()
@@ -147,7 +147,7 @@ class Delivery:
         return sent
 
     async def _send_with_retries(self, notification: Notification,
-                                 mime: EmailMessage) -> None:
+                                 message: WireMessage) -> None:
         settings = self._settings
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(TransientSmtpError),
@@ -161,7 +161,7 @@ class Delivery:
             with attempt:
                 await self._store.attempt_started(notification.id)
                 try:
-                    await self._sender.send(mime)
+                    await self._sender.send(message)
                 except TransientSmtpError as exc:
                     await self._store.attempt_failed(notification.id, str(exc))
                     raise

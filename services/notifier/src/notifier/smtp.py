@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import getaddresses, parseaddr
@@ -17,6 +19,8 @@ log = structlog.get_logger(__name__)
 # Headers unfolded (RFC 5322 allows 998 octets a line). CPython 3.11's folder drops the space
 # between two encoded words that meet at a fold: "køb: 10,00 €" arrived as "køb:10,00 €".
 _WIRE_POLICY = SMTP.clone(max_line_length=998)
+#: an idle session used this recently is reused without a NOOP first
+FRESH_SECONDS = 5.0
 
 
 def wire_bytes(message: EmailMessage) -> bytes:
@@ -29,6 +33,20 @@ def envelope_of(message: EmailMessage) -> tuple[str, list[str]]:
     sender = parseaddr(str(message["From"]))[1]
     headers = [str(v) for name in ("To", "Cc") for v in message.get_all(name, [])]
     return sender, [address for _, address in getaddresses(headers) if address]
+
+
+@dataclass(frozen=True, slots=True)
+class WireMessage:
+    """What an SMTP session needs: envelope sender, recipients and the message's bytes."""
+
+    sender: str
+    recipients: tuple[str, ...]
+    data: bytes
+
+    @classmethod
+    def of(cls, message: EmailMessage) -> WireMessage:
+        sender, recipients = envelope_of(message)
+        return cls(sender, tuple(recipients), wire_bytes(message))
 
 
 class TransientSmtpError(Exception):
@@ -78,20 +96,22 @@ class SmtpSender:
         self._host, self._port, self._timeout = host, port, timeout
         self._starttls, self._username, self._password = starttls, username, password
         self._slots = asyncio.Semaphore(connections)
-        self._idle: list[aiosmtplib.SMTP] = []  # open sessions nobody is using
+        # open sessions nobody is using, with when each was last used (monotonic)
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: WireMessage | EmailMessage) -> None:
         """Hand ``message`` to the server; returns only once the server accepted it.
 
         Raises TransientSmtpError (retry later) or PermanentSmtpError (never retry).
         """
-        sender, recipients = envelope_of(message)
-        raw = wire_bytes(message)
+        if isinstance(message, EmailMessage):
+            message = WireMessage.of(message)
         async with self._slots:
-            client = self._idle.pop() if self._idle else None
+            client, used = self._idle.pop() if self._idle else (None, 0.0)
             try:
-                client = await self._connected(client)
-                refused, _ = await client.sendmail(sender, recipients, raw)
+                client = await self._connected(client, used)
+                refused, _ = await client.sendmail(message.sender, list(message.recipients),
+                                                   message.data)
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                 # Whatever state the session is in now, a fresh one is the safe start.
                 _drop(client)
@@ -102,10 +122,17 @@ class SmtpSender:
             if refused:
                 _drop(client)
                 raise _by_code(list(refused.values()))
-            self._idle.append(client)
+            self._idle.append((client, time.monotonic()))
 
-    async def _connected(self, client: aiosmtplib.SMTP | None) -> aiosmtplib.SMTP:
+    async def _connected(self, client: aiosmtplib.SMTP | None,
+                         used: float) -> aiosmtplib.SMTP:
+        """``client`` if it can take a message, else a new session. A session used within
+        :data:`FRESH_SECONDS` is taken as it is (servers keep idle sessions for minutes; a
+        NOOP before every message cost a round trip each); an older one must answer a NOOP.
+        Should a fresh one have died anyway, the send fails as transient and is retried."""
         if client is not None and client.is_connected:
+            if time.monotonic() - used < FRESH_SECONDS:
+                return client
             try:
                 await client.noop()
                 return client
@@ -120,7 +147,7 @@ class SmtpSender:
     async def close(self) -> None:
         """Say QUIT politely on every idle session."""
         idle, self._idle = self._idle, []
-        for client in idle:
+        for client, _ in idle:
             with contextlib.suppress(Exception):
                 await client.quit()
             _drop(client)

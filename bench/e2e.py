@@ -54,6 +54,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from email import policy
 from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,7 @@ class SinkHandler:
 
     def __init__(self, path: str) -> None:
         self._out = open(path, "a", buffering=1)
-        self._parser = BytesHeaderParser()
+        self._parser = BytesHeaderParser(policy=policy.default)  # decodes RFC 2047 words
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         now = time.monotonic()

@@ -10,7 +10,7 @@ import pytest
 from notifier.app import SCHEMA, create_app
 from notifier.config import NotifierSettings
 from notifier.delivery import Delivery
-from notifier.notifications import NotificationStore
+from notifier.notifications import NotificationStore, keep_session
 from notifier.outcomes import OutcomeAnnouncer
 from notifier.smtp import SmtpSender
 from notifier.unsubscribe import SuppressionList, UnsubscribeTokens
@@ -44,7 +44,7 @@ async def _ready(client: httpx.AsyncClient) -> bool:
 async def notifier_db(database_url) -> AsyncIterator[asyncpg.Pool]:
     """The test database migrated to the notifier schema, as the service's pool sees it."""
     await migrate(database_url, schema=SCHEMA, package="notifier")
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=6,
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=6, reset=keep_session,
                                      server_settings={"search_path": f"{SCHEMA},public"})
     try:
         yield pool

@@ -4,8 +4,10 @@ that a consumer-group run cannot stage on demand (concurrent workers, a crash af
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
+from notifier.notifications import NotificationKey, NotificationStore
 from referral_events import NotificationSent, RewardInReview
 from referral_kit.consuming import PoisonEvent
 
@@ -65,3 +67,30 @@ async def test_events_nobody_is_emailed_about_leave_no_row(delivery, smtp_sink, 
     await delivery(reward(RewardInReview, email=to))
     assert smtp_sink.handler.to(to) == []
     assert await notification_row(database_url, to) is None
+
+
+async def test_a_delivery_cancelled_while_waiting_for_the_row_lock_leaves_no_lock_behind(
+        notifier_db) -> None:
+    # The pool does not reset sessions (keep_session): a lock wait cut short must not leave
+    # its session holding the lock once the statement completes server-side.
+    store = NotificationStore(notifier_db)
+    key = NotificationKey(f"evt-{uuid.uuid4().hex[:8]}", address(), "referrer.pending")
+    await store.queue(key, locale="en", message_id=key.message_id("shop.example"))
+    entered = asyncio.Event()
+
+    async def wait_for_the_lock() -> None:
+        async with store.exclusively(key.notification_id):
+            entered.set()
+
+    async with store.exclusively(key.notification_id):
+        waiter = asyncio.create_task(wait_for_the_lock())
+        await asyncio.sleep(0.2)  # let it block on pg_advisory_lock
+        assert not entered.is_set()
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+    # every later holder gets the lock at once, on whichever pooled session
+    for _ in range(notifier_db.get_max_size() + 1):
+        async with asyncio.timeout(5):
+            async with store.exclusively(key.notification_id) as row:
+                assert row.state.value == "queued"

@@ -16,7 +16,7 @@ from referral_kit.migrations import migrate
 from .config import NotifierSettings
 from .delivery import Delivery
 from .digest import DigestScheduler
-from .notifications import NotificationStore
+from .notifications import NotificationStore, keep_session
 from .outcomes import OutcomeAnnouncer
 from .smtp import SmtpSender
 from .supervision import SupervisedConsumer
@@ -50,6 +50,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         async with AsyncExitStack() as stack:  # unwinds whatever started, in reverse order
             pool = await asyncpg.create_pool(
                 settings.database_url, min_size=1, max_size=settings.concurrency + 2,
+                reset=keep_session,
                 server_settings={"search_path": f"{SCHEMA},public",
                                  "application_name": "notifier"})
             stack.push_async_callback(pool.close)

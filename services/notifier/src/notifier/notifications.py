@@ -97,12 +97,14 @@ class NotificationStore:
         session advisory lock, so a worker that dies releases it with its connection.
         """
         async with self._pool.acquire() as conn:
-            await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", _LOCK_CLASS,
-                               notification_id)
-            # The row's updates inside the block use this connection too: a delivery holds
-            # one connection at a time, so no number of concurrent ones can drain the pool.
-            self._holding[notification_id] = conn
+            released = False
             try:
+                await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", _LOCK_CLASS,
+                                   notification_id)
+                # The row's updates inside the block use this connection too: a delivery
+                # holds one connection at a time, so no number of concurrent ones can drain
+                # the pool.
+                self._holding[notification_id] = conn
                 row = await conn.fetchrow("SELECT * FROM notifications WHERE id = $1",
                                           notification_id)
                 if row is None:
@@ -110,11 +112,16 @@ class NotificationStore:
                 yield Notification.from_row(row)
             finally:
                 self._holding.pop(notification_id, None)
-                # A broken connection has dropped the lock with its session, and the pool's
-                # reset on release unlocks all anyway: failing to unlock here is harmless.
                 with contextlib.suppress(Exception):
                     await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))",
                                        _LOCK_CLASS, notification_id)
+                    released = True
+                if not released:
+                    # Locking or unlocking failed or was cancelled: the session may still
+                    # hold the lock. Its end releases it (the pool does not reset sessions:
+                    # see keep_session).
+                    conn.terminate()
+
 
     async def attempt_started(self, notification_id: str) -> Notification:
         """Count one hand-over to SMTP (so a resend after a crash is visible in the row)."""
@@ -152,3 +159,11 @@ class NotificationStore:
         if row is None:
             raise LookupError(f"notification {notification_id} was never queued")
         return Notification.from_row(row)
+
+
+async def keep_session(connection: asyncpg.Connection) -> None:
+    """The pool's reset on release (asyncpg already rolls back an open transaction): nothing
+    more. asyncpg's default resets every session with a query (advisory locks, cursors,
+    LISTEN, settings: none of which a notifier session keeps: the one lock is released or its
+    session terminated by :meth:`NotificationStore.exclusively`), a round trip per release,
+    three per email."""

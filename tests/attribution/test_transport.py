@@ -79,8 +79,13 @@ def test_a_partition_is_handled_from_where_it_was_sought_and_in_order_only() -> 
     positions.handled(SRC, 7)
     assert positions.admit(SRC, 8) is Admit.HANDLE
     assert positions.next_offset(SRC) == 8
-    positions.forget([SRC])
+    positions.position({SRC: 7})  # sought to the committed offset again (a re-seek)
+    assert positions.admit(SRC, 7) is Admit.SEEN  # handled since: not decided twice
+    assert positions.next_offset(SRC) == 8
+    positions.forget([SRC])  # revoked: a new assignment starts from what it is sought to
     assert positions.admit(SRC, 8) is Admit.UNPOSITIONED
+    positions.position({SRC: 7})
+    assert positions.admit(SRC, 7) is Admit.HANDLE
 
 
 def test_a_gap_is_sought_back_once_a_second_until_it_is_filled() -> None:

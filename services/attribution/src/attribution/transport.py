@@ -12,7 +12,8 @@ So the agent's own bookkeeping decides what is committed (:class:`SourcePosition
 * after every seek to the committed offsets, each source partition is *positioned*: the next
   offset the agent must handle is the committed offset (or the partition's first offset when
   the group never committed it, and the partition is read from there: aiokafka alone leaves it
-  wherever the fetcher was);
+  wherever the fetcher was), unless the agent already handled more of it since it was
+  assigned: then what is re-read up to there is skipped, not decided twice;
 * the agent handles a record only if it is that next offset; a record above it means records
   were skipped, and the agent seeks the partition back (at most once a second per partition)
   instead of handling it, so events are still decided in partition order; a record below it
@@ -72,10 +73,14 @@ class SourcePositions:
         self._moved: dict[TP, tuple[int, float]] = {}  # tp → (next, since when unchanged)
 
     def position(self, offsets: Mapping[TP, int]) -> None:
-        """The source partitions were sought to ``offsets``: handle from there."""
+        """The source partitions were sought to ``offsets`` (their committed offsets): handle
+        from there, or from further on where the agent already handled more since the
+        partition was assigned (a re-seek then re-reads records the agent skips as seen,
+        instead of deciding them twice)."""
         for tp, offset in offsets.items():
             if tp.topic in self.topics:
-                self._next[tp] = offset
+                current = self._next.get(tp)
+                self._next[tp] = offset if current is None else max(current, offset)
                 self._sought.pop(tp, None)
 
     def forget(self, tps: Iterable[TP]) -> None:

@@ -34,7 +34,7 @@ class RegistryView:
     def code(self, value):
         return self.codes.get(value)
 
-    async def wait_caught_up(self, timeout: float = 10.0) -> None:
+    async def wait_caught_up(self, within: float = 10.0) -> None:
         self.catch_ups += 1
         self.caught_up_at = utcnow()
 

@@ -1,4 +1,5 @@
-"""The contracts package: every event round-trips; every bad input is a typed error naming the field."""
+"""The contracts package: every event round-trips; every bad input is a typed error naming the
+field."""
 
 from __future__ import annotations
 
@@ -74,8 +75,9 @@ def test_bad_input_is_a_typed_error_naming_the_field(raw, error, field) -> None:
 
 
 def test_derived_ids_are_stable_and_distinct() -> None:
-    assert ev.derived_id("attribution", "prg_1", "o-1") == ev.derived_id("attribution", "prg_1", "o-1")
-    assert ev.derived_id("attribution", "prg_1", "o-1") != ev.derived_id("attribution", "prg_1", "o-2")
+    first = ev.derived_id("attribution", "prg_1", "o-1")
+    assert first == ev.derived_id("attribution", "prg_1", "o-1")
+    assert first != ev.derived_id("attribution", "prg_1", "o-2")
 
 
 def test_click_id_carries_its_code() -> None:

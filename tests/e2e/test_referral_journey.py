@@ -19,7 +19,8 @@ from referral_events import ReferralAttributed, decode
 from tests.support import eventually, free_port
 
 pytestmark = pytest.mark.e2e
-BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
+BROWSER_UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+              "Chrome/126.0 Safari/537.36")
 ROOT_BIN = ".venv/bin/"
 
 

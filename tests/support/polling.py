@@ -29,7 +29,7 @@ async def eventually(check: Callable[[], T | Awaitable[T]], *, timeout: float = 
             last = result
         except AssertionError as exc:
             last = exc
-        except Exception as exc:  # noqa: BLE001 - not ready yet
+        except Exception as exc:  # not ready yet
             last = exc
         if time.monotonic() > deadline:
             raise AssertionError(f"{message} (after {timeout:.0f}s; last: {last!r})")

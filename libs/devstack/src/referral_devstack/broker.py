@@ -38,7 +38,7 @@ class EmbeddedBroker:
         out: int | IO[bytes] = subprocess.DEVNULL
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log = out = open(self.log_path, "ab")  # noqa: SIM115
+            self._log = out = open(self.log_path, "ab")
         self._proc = subprocess.Popen(  # noqa: S603
             broker_command(self.host, self.port), stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -28,7 +30,7 @@ async def seed_demo(*, rewards_url: str, tracker_url: str, admin_token: str, lan
     """Idempotent: a programme recorded in ``state_path`` that still exists is reused."""
     headers = {"Authorization": f"Bearer {admin_token}"}
     async with httpx.AsyncClient(base_url=rewards_url, headers=headers, timeout=10) as api:
-        state = json.loads(state_path.read_text()) if state_path.is_file() else None
+        state = await asyncio.to_thread(_read_state, state_path)
         if state and (await api.get(f"/v1/programs/{state['program_id']}")).status_code == 200:
             program = state
         else:
@@ -56,9 +58,17 @@ async def seed_demo(*, rewards_url: str, tracker_url: str, admin_token: str, lan
                 secret_key=program["secret_key"], referrer_id=referrer["id"],
                 code=referrer["code"], referral_url=referrer["referral_url"],
                 tracker_url=tracker_url)
-    state_path.parent.mkdir(parents=True, exist_ok=True)
-    state_path.write_text(json.dumps(asdict(demo), indent=2))
+    await asyncio.to_thread(_write_state, state_path, asdict(demo))
     return demo
+
+
+def _read_state(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _write_state(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(state, indent=2))
 
 
 async def link_is_live(tracker_url: str, code: str) -> bool:

@@ -33,8 +33,9 @@ def create_mail_app(mail_dir: Path, demo_state: Path) -> FastAPI:
             raise HTTPException(404, "no such message")
         return message_from_bytes(path.read_bytes(), policy=policy.default)
 
+    # Plain functions: FastAPI runs them in its thread pool, so reading files is fine there.
     @app.get("/", response_class=HTMLResponse)
-    async def inbox() -> HTMLResponse:
+    def inbox() -> HTMLResponse:
         rows = []
         for path in sorted(mail_dir.glob("*.eml"), reverse=True)[:500]:
             msg = message_from_bytes(path.read_bytes(), policy=policy.default)
@@ -64,7 +65,7 @@ def create_mail_app(mail_dir: Path, demo_state: Path) -> FastAPI:
         return _page(str(msg["Subject"]), body)
 
     @app.get("/landing", response_class=HTMLResponse)
-    async def landing(request: Request) -> HTMLResponse:
+    def landing(request: Request) -> HTMLResponse:
         ref = request.query_params.get("ref", "")
         rclid = request.query_params.get("rclid", "")
         state = json.loads(demo_state.read_text()) if demo_state.is_file() else {}
@@ -83,7 +84,8 @@ def create_mail_app(mail_dir: Path, demo_state: Path) -> FastAPI:
                     f"-H 'Content-Type: application/json' "
                     f"-d \"$(echo '{payload}' | sed \"s/REPLACE/$(date +%s)/g\")\"")
             body += ("<p>The checkout would now post this conversion (run it in a terminal):</p>"
-                     f"<pre>{html.escape(curl)}</pre><p>Then watch <a href='/'>caught mail</a>.</p>")
+                     f"<pre>{html.escape(curl)}</pre>"
+                     "<p>Then watch <a href='/'>caught mail</a>.</p>")
         return _page("Demo shop", body)
 
     return app

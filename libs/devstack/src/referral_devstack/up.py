@@ -65,8 +65,8 @@ async def _ensure_database(server_uri: str, name: str) -> str:
     return with_database(server_uri, name)
 
 
-async def _wait_ready(sup: Supervisor, name: str, url: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
+async def _wait_ready(sup: Supervisor, name: str, url: str, within: float = 90) -> None:
+    deadline = time.monotonic() + within
     async with httpx.AsyncClient(timeout=2) as client:
         while time.monotonic() < deadline:
             if sup.failed.is_set():
@@ -76,7 +76,7 @@ async def _wait_ready(sup: Supervisor, name: str, url: str, timeout: float = 90)
                     sup.say("up", f"{name} ready ({url})")
                     return
             await asyncio.sleep(0.25)
-    raise TimeoutError(f"{name} not ready at {url} after {timeout:.0f}s")
+    raise TimeoutError(f"{name} not ready at {url} after {within:.0f}s")
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -189,7 +189,8 @@ def _banner(sup: Supervisor, env: dict[str, str], demo, tracker: str, rewards: s
     })
     curl = (f"curl -sS -X POST {tracker}/v1/conversions "
             f"-H {shlex.quote('Authorization: Bearer ' + demo.secret_key)} "
-            f"-H 'Content-Type: application/json' -d \"{conversion.replace(chr(34), chr(92) + chr(34))}\"")
+            "-H 'Content-Type: application/json' "
+            f"-d \"{conversion.replace(chr(34), chr(92) + chr(34))}\"")
     lines = [
         "",
         "Referral platform is up. Ctrl-C stops everything.",

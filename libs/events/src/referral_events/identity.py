@@ -13,7 +13,8 @@ import secrets
 import string
 
 CLICK_ID_PREFIX = "clk_"
-_TOKEN_ALPHABET = string.ascii_letters + string.digits  # no "_": the code is split off at the last one
+# no "_": the code is split off at the last one
+_TOKEN_ALPHABET = string.ascii_letters + string.digits
 _GMAIL_LIKE = frozenset({"gmail.com", "googlemail.com"})
 _PLUS_TAG_DOMAINS = _GMAIL_LIKE | frozenset(
     {"outlook.com", "hotmail.com", "live.com", "icloud.com", "me.com", "fastmail.com",

@@ -55,8 +55,8 @@ class TopicRegistry:
 
         self.clicks = topic("referral.clicks", "referral code", p, (ClickRecorded,))
         self.conversions = topic(
-            "referral.conversions", "referral code", p, (ConversionRecorded, AttributionGraceExpired)
-        )
+            "referral.conversions", "referral code", p,
+            (ConversionRecorded, AttributionGraceExpired))
         self.reversals = topic(
             "referral.reversals", "program_id:conversion_id", p, (ConversionReversed,)
         )

@@ -15,10 +15,14 @@ import structlog
 
 log = structlog.get_logger(__name__)
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
-async def migrate(dsn: str, *, schema: str, package: str, directory: str = "migrations") -> list[str]:
+async def migrate(dsn: str, *, schema: str, package: str,
+                  directory: str = "migrations") -> list[str]:
     """Apply the pending migrations of ``package/directory`` to ``schema``; return their names."""
+    if not _SCHEMA.fullmatch(schema):  # an identifier cannot be a bind parameter: vetted here
+        raise ValueError(f"schema must match {_SCHEMA.pattern}, got {schema!r}")
     files = sorted(
         (int(m.group(1)), f.name, f.read_text())
         for f in resources.files(package).joinpath(directory).iterdir()
@@ -35,7 +39,7 @@ async def migrate(dsn: str, *, schema: str, package: str, directory: str = "migr
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
         done = {r["version"] for r in await conn.fetch(
-            f'SELECT version FROM "{schema}".schema_migrations')}
+            f'SELECT version FROM "{schema}".schema_migrations')}  # noqa: S608 (vetted)
         for version, name, sql in files:
             if version in done:
                 continue
@@ -43,7 +47,8 @@ async def migrate(dsn: str, *, schema: str, package: str, directory: str = "migr
                 await conn.execute(f'SET LOCAL search_path TO "{schema}", public')
                 await conn.execute(sql)
                 await conn.execute(
-                    f'INSERT INTO "{schema}".schema_migrations (version, name) VALUES ($1, $2)',
+                    f'INSERT INTO "{schema}".schema_migrations (version, name) '  # noqa: S608
+                    "VALUES ($1, $2)",
                     version, name,
                 )
             applied.append(name)

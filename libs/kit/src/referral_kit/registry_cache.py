@@ -69,8 +69,9 @@ class RegistryCache:
         """False once the reading task has died (the view would silently go stale)."""
         return self._task is not None and not self._task.done()
 
-    async def wait_caught_up(self, timeout: float = 10.0) -> None:
-        """Return once every record written before this call has been applied."""
+    async def wait_caught_up(self, within: float = 10.0) -> None:
+        """Return once every record written before this call has been applied (TimeoutError
+        after ``within`` seconds)."""
         assert self._consumer is not None
         asked_at = utcnow()
         ends = await self._consumer.end_offsets(list(self._consumer.assignment()))
@@ -79,7 +80,7 @@ class RegistryCache:
             return all(self._positions.get(tp, 0) >= end for tp, end in ends.items())
 
         async with self._progress:
-            await asyncio.wait_for(self._progress.wait_for(caught_up), timeout)
+            await asyncio.wait_for(self._progress.wait_for(caught_up), within)
         self.ready = True
         if self.caught_up_at is None or asked_at > self.caught_up_at:
             self.caught_up_at = asked_at

@@ -18,7 +18,8 @@ class PlatformSettings(BaseSettings):
     environment: Literal["local", "test", "production"] = Field(
         "local", validation_alias="ENVIRONMENT"
     )
-    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS")
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092",
+                                         validation_alias="KAFKA_BOOTSTRAP_SERVERS")
     kafka_enable_idempotence: bool = Field(
         False,
         validation_alias="KAFKA_ENABLE_IDEMPOTENCE",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -34,6 +35,7 @@ class CaughtMail:
         self.directory = directory
         self.messages: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
+        self._received: Counter[str] = Counter()  # envelope recipient (lower-case) → messages
         self.refused = 0
         self._failure: int | None = None
         self._lock = threading.Lock()
@@ -63,11 +65,18 @@ class CaughtMail:
         with self._lock:
             self.messages.append(message)
             self.envelopes.append((str(envelope.mail_from), list(envelope.rcpt_tos)))
+            self._received.update(address.lower() for address in envelope.rcpt_tos)
             count = len(self.messages)
         if self.directory:
             name = f"{time.strftime('%Y%m%dT%H%M%S')}-{count:05d}.eml"
             (self.directory / name).write_bytes(data)
         return "250 Message accepted for delivery"
+
+    def received(self, address: str) -> int:
+        """How many messages were delivered to envelope recipient ``address``: O(1), for
+        polling while thousands arrive (``to`` parses every stored message's header)."""
+        with self._lock:
+            return self._received[address.lower()]
 
     def to(self, address: str) -> list[EmailMessage]:
         """Messages whose To header contains ``address`` (case-insensitive)."""

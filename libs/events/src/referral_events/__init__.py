@@ -9,7 +9,7 @@ from .attribution import (
     RejectionReason,
 )
 from .base import EventData, catalogue, model_for, utcnow
-from .codec import MAX_EVENT_BYTES, decode, encode
+from .codec import MAX_EVENT_BYTES, decode, encode, encode_new_event
 from .deadletter import EventDeadLettered
 from .envelope import Envelope, derived_id, new_event
 from .errors import (
@@ -57,5 +57,6 @@ __all__ = [
     "RejectionReason", "ReversalReason", "RewardApproved", "RewardEvent", "RewardInReview",
     "RewardKind", "RewardPending", "RewardPurpose", "RewardRejected", "RewardReversed", "Topic",
     "TopicRegistry", "UnknownEventType", "UnsupportedSchemaVersion", "catalogue", "code_key",
-    "decode", "derived_id", "encode", "model_for", "new_event", "program_key", "utcnow",
+    "decode", "derived_id", "encode", "encode_new_event", "model_for", "new_event", "program_key",
+    "utcnow",
 ]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import to_json
 
 from .base import EventData, model_for
-from .envelope import Envelope
+from .envelope import Envelope, new_event
 from .errors import (
     InvalidEnvelope,
     InvalidEventData,
@@ -25,6 +27,34 @@ def encode(envelope: Envelope[Any]) -> bytes:
     """The envelope as UTF-8 JSON, straight from pydantic's serializer (the same bytes as
     ``model_dump_json().encode()``, without its Python-side overhead: a hot path)."""
     return envelope.__pydantic_serializer__.to_json(envelope)
+
+
+_ENVELOPE_HEADS: dict[tuple[str, str], bytes] = {}
+
+
+def encode_new_event(data: EventData, *, source: str, id: str, time: datetime,
+                     subject: str | None = None) -> bytes:
+    """``encode(new_event(data, source=source, id=id, time=time, subject=subject))``, the
+    same bytes, without building the envelope model: the payload is serialised by its
+    own serializer and the envelope's few attributes are written around it (~3.5 µs less
+    per event on the tracker's path; tests/contracts compare the two). Anything the
+    envelope would refuse or normalise (a long id or subject, a time not in UTC) goes
+    the model's way, with its errors."""
+    if subject is None:
+        subject = data.subject()
+    if (not 0 < len(id) <= 200 or not 0 < len(source) <= 500
+            or (subject is not None and len(subject) > 500) or time.tzinfo is not UTC):
+        return encode(new_event(data, source=source, id=id, time=time, subject=subject))
+    head_key = (source, data.event_type)
+    head = _ENVELOPE_HEADS.get(head_key)
+    if head is None:
+        head = _ENVELOPE_HEADS[head_key] = b"".join((
+            b',"source":', to_json(source), b',"type":', to_json(data.event_type)))
+    return b"".join((
+        b'{"specversion":"1.0","id":', to_json(id), head, b',"time":', to_json(time),
+        b',"subject":', to_json(subject), b',"datacontenttype":"application/json"',
+        b',"schemaversion":', str(data.schema_version).encode(), b',"data":',
+        data.__pydantic_serializer__.to_json(data), b"}"))
 
 
 def _first_error(exc: ValidationError, prefix: str = "") -> tuple[str, str]:

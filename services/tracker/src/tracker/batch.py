@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from referral_events import ProgramEntry
+from referral_events import ProgramEntry, utcnow
 from referral_kit.registry_cache import RegistryCache
 
 from . import metrics
@@ -67,6 +67,8 @@ class BatchRecording:
         self._registry = registry
         self._retry_after = retry_after
         self._results: list[BatchItemResult | None] = []
+        self._now = utcnow()
+        """The batch's arrival: one clock reading for all its items, not two per item."""
         self._sends: list[_Send] = []
         self._repeats: list[_Repeat] = []
         self._recorded: Counter[tuple[str, ItemStatus]] = Counter()
@@ -86,7 +88,7 @@ class BatchRecording:
                 self._conversion(index, event)
             elif isinstance(event, BatchReversal):
                 self._write(index, "reversal", self._ingest.reversal_event(
-                    program_id=self._program.program_id, reversal=event))
+                    program_id=self._program.program_id, reversal=event, now=self._now))
         await self._publish()
         await self._answer_repeats()
         results = [r for r in self._results if r is not None]
@@ -127,7 +129,7 @@ class BatchRecording:
             program_id=program_id, code=click.code,
             channel=channel_from(click.channel) if click.channel else DEFAULT_CHANNEL,
             utm=utm_from_url(click.url), visitor_id=visitor_id, ip=click.ip,
-            user_agent=click.user_agent, occurred_at=click.occurred_at)
+            user_agent=click.user_agent, occurred_at=click.occurred_at, now=self._now)
         memory_key = self._ingest.repeat_key(click.code, visitor_id)
         send = _Send(index, "click", outgoing, click_id=click_id)
         if memory_key is None or self._claim(index, "click", self._ingest.clicks, memory_key):
@@ -138,7 +140,7 @@ class BatchRecording:
     def _conversion(self, index: int, conversion: BatchConversion) -> None:
         try:
             outgoing = self._ingest.conversion_event(program_id=self._program.program_id,
-                                                     conversion=conversion)
+                                                     conversion=conversion, now=self._now)
         except CodeUnresolved as exc:
             field = f"events[{index}].{exc.field}"
             self._reject(index, 422, "Invalid event", f"{field}: {exc.detail}", field)

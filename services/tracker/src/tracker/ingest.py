@@ -10,17 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from referral_events import (
     ClickRecorded,
     ConversionRecorded,
     ConversionReversed,
-    Envelope,
     Topic,
     TopicRegistry,
     derived_id,
-    new_event,
+    encode_new_event,
     utcnow,
 )
 from referral_events.identity import ip_hash, new_click_id
@@ -42,11 +40,13 @@ class Outgoing:
 
     topic: Topic
     key: str
-    envelope: Envelope[Any]
+    value: bytes
+    """The event's envelope as it goes on the topic (``encode_new_event``)."""
+    event_id: str
     idempotency_key: str = ""
 
-    def message(self) -> tuple[Topic, str, Envelope[Any]]:
-        return self.topic, self.key, self.envelope
+    def message(self) -> tuple[Topic, str, bytes]:
+        return self.topic, self.key, self.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,15 +89,20 @@ class ReferralIngest:
 
     def click_event(self, *, program_id: str, code: str, channel: str, utm: dict[str, str],
                     visitor_id: str | None, ip: str | None, user_agent: str | None,
-                    occurred_at: datetime | None = None) -> tuple[str, Outgoing]:
-        """A fresh click id and its ClickRecorded, keyed by ``code``."""
+                    occurred_at: datetime | None = None, now: datetime | None = None
+                    ) -> tuple[str, Outgoing]:
+        """A fresh click id and its ClickRecorded, keyed by ``code``. ``now`` is when the
+        tracker received it (one reading per request)."""
+        now = now or utcnow()
         click = ClickRecorded(
             click_id=new_click_id(code), program_id=program_id, code=code, channel=channel,
             utm=utm, visitor_hash=self._hash(visitor_id), ip_hash=self._hash(ip),
-            user_agent=trim_user_agent(user_agent), occurred_at=occurred_at or utcnow(),
+            user_agent=trim_user_agent(user_agent), occurred_at=occurred_at or now,
         )
-        event = new_event(click, source=SOURCE, id=derived_id("click", click.click_id))
-        return click.click_id, Outgoing(self.topics.clicks, code, event)
+        event_id = derived_id("click", click.click_id)
+        return click.click_id, Outgoing(
+            self.topics.clicks, code,
+            encode_new_event(click, source=SOURCE, id=event_id, time=now), event_id)
 
     async def record_click(self, *, program_id: str, code: str, channel: str,
                            utm: dict[str, str], visitor_id: str | None, ip: str | None,
@@ -111,7 +116,7 @@ class ReferralIngest:
                 program_id=program_id, code=code, channel=channel, utm=utm,
                 visitor_id=visitor_id, ip=ip, user_agent=user_agent)
             await self.publisher.publish(outgoing.topic, key=outgoing.key,
-                                         envelope=outgoing.envelope)
+                                         value=outgoing.value, event_id=outgoing.event_id)
             return click_id
 
         repeat_key = self.repeat_key(code, visitor_id)
@@ -122,21 +127,23 @@ class ReferralIngest:
         (metrics.CLICKS if counted else metrics.REPEAT_CLICKS).labels(via=via).inc()
         return ClickOutcome(click_id, counted)
 
-    def conversion_event(self, *, program_id: str, conversion: ConversionIn) -> Outgoing:
+    def conversion_event(self, *, program_id: str, conversion: ConversionIn,
+                         now: datetime | None = None) -> Outgoing:
         """The ConversionRecorded, keyed by its referral code. Raises
         :class:`~tracker.codes.CodeUnresolved` when neither ``code`` nor ``click_id``
         names a code."""
+        now = now or utcnow()
         code, code_source = referral_code_of(code=conversion.code, click_id=conversion.click_id)
         data = ConversionRecorded(
             program_id=program_id, conversion_id=conversion.conversion_id, code=code,
             code_source=code_source, click_id=conversion.click_id, customer=conversion.customer,
             amount=conversion.amount, currency=conversion.currency,
             ip_hash=self._hash(conversion.ip), device_id=conversion.device_id,
-            occurred_at=conversion.occurred_at or utcnow(),
+            occurred_at=conversion.occurred_at or now,
         )
-        event = new_event(data, source=SOURCE,
-                          id=derived_id("conversion", program_id, conversion.conversion_id))
-        return Outgoing(self.topics.conversions, code, event,
+        event_id = derived_id("conversion", program_id, conversion.conversion_id)
+        return Outgoing(self.topics.conversions, code,
+                        encode_new_event(data, source=SOURCE, id=event_id, time=now), event_id,
                         f"conversion:{program_id}:{conversion.conversion_id}")
 
     async def record_conversion(self, *, program_id: str, conversion: ConversionIn
@@ -148,19 +155,22 @@ class ReferralIngest:
         metrics.CONVERSIONS.labels(status=status.value).inc()
         return status
 
-    def reversal_event(self, *, program_id: str, reversal: ReversalIn) -> Outgoing:
+    def reversal_event(self, *, program_id: str, reversal: ReversalIn,
+                       now: datetime | None = None) -> Outgoing:
         """The ConversionReversed keyed ``program_id:conversion_id``; its idempotency key
         is its ``reversal_id``, else its reason and amount."""
+        now = now or utcnow()
         data = ConversionReversed(
             program_id=program_id, conversion_id=reversal.conversion_id, reason=reversal.reason,
-            amount=reversal.amount, occurred_at=reversal.occurred_at or utcnow(),
+            amount=reversal.amount, occurred_at=reversal.occurred_at or now,
         )
         amount = "all" if reversal.amount is None else str(reversal.amount)
         which = reversal.reversal_id or f"{reversal.reason.value}:{amount}"
-        event = new_event(data, source=SOURCE,
-                          id=derived_id("reversal", program_id, reversal.conversion_id, which))
+        event_id = derived_id("reversal", program_id, reversal.conversion_id, which)
         key = f"{program_id}:{reversal.conversion_id}"
-        return Outgoing(self.topics.reversals, key, event, f"reversal:{key}:{which}")
+        return Outgoing(self.topics.reversals, key,
+                        encode_new_event(data, source=SOURCE, id=event_id, time=now), event_id,
+                        f"reversal:{key}:{which}")
 
     async def record_reversal(self, *, program_id: str, reversal: ReversalIn) -> WriteStatus:
         """Publish a ConversionReversed, once per reversal."""
@@ -172,6 +182,6 @@ class ReferralIngest:
     async def _write_once(self, outgoing: Outgoing) -> WriteStatus:
         async def publish() -> None:
             await self.publisher.publish(outgoing.topic, key=outgoing.key,
-                                         envelope=outgoing.envelope)
+                                         value=outgoing.value, event_id=outgoing.event_id)
 
         return await self.recent.write_once(outgoing.idempotency_key, publish)

@@ -24,7 +24,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
-from referral_events import Envelope, Topic, encode
+from referral_events import Topic
 from referral_kit.kafka import make_producer
 from referral_kit.settings import PlatformSettings
 
@@ -38,13 +38,15 @@ class BrokerUnavailable(Exception):
 
 
 class _Batch:
-    """Events for one partition not yet handed to the producer, with their waiters."""
+    """Events for one partition not yet handed to the producer, with their waiters:
+    one per single publish, and one ``shared`` by every event of ``publish_all`` calls."""
 
-    __slots__ = ("builder", "waiters")
+    __slots__ = ("builder", "shared", "waiters")
 
     def __init__(self, builder: Any) -> None:
         self.builder = builder
         self.waiters: list[asyncio.Future[None]] = []
+        self.shared: asyncio.Future[None] | None = None
 
 
 class _Partition:
@@ -74,7 +76,7 @@ class EventPublisher:
         # The loop the producer runs on, kept: asyncio.get_running_loop() makes a getpid()
         # system call each time on Python 3.11 (a few µs in a VM, twice per event).
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._partitions: dict[tuple[str, int], _Partition] = {}
+        self._partitions_by: dict[tuple[str, int], _Partition] = {}
         self._partition_of: dict[tuple[str, bytes], tuple[int, int]] = {}
         self._partitioner = DefaultPartitioner()
 
@@ -102,13 +104,14 @@ class EventPublisher:
     async def stop(self) -> None:
         if self._producer is not None:
             producer, self._producer = self._producer, None
-            flushers = [p.flusher for p in self._partitions.values() if p.flusher]
+            flushers = [p.flusher for p in self._partitions_by.values() if p.flusher]
             if flushers:  # hand what is queued to the producer, which flushes on stop
                 await asyncio.wait(flushers, timeout=self._send_timeout)
             await producer.stop()
 
-    async def publish(self, topic: Topic, *, key: str, envelope: Envelope[Any]) -> None:
-        """Return once the broker has acknowledged ``envelope`` on ``topic`` under ``key``.
+    async def publish(self, topic: Topic, *, key: str, value: bytes, event_id: str) -> None:
+        """Return once the broker has acknowledged the encoded event ``value`` (whose id
+        is ``event_id``) on ``topic`` under ``key``.
 
         Raises :class:`BrokerUnavailable` when not connected, on a broker error, or when
         the acknowledgement does not arrive within the send timeout.
@@ -119,19 +122,18 @@ class EventPublisher:
         started = loop.time()
         deadline = started + self._send_timeout
         try:
-            waiter = await self._enqueue(producer, topic.name, key.encode(), encode(envelope),
-                                         deadline)
+            waiter = await self._enqueue(producer, topic.name, key.encode(), value, deadline)
             await _acknowledged(waiter, deadline, loop)
         except (TimeoutError, KafkaError, BrokerUnavailable) as exc:
             metrics.PUBLISH_FAILURES.labels(topic=topic.name).inc()
             log.warning("event not acknowledged by the broker", topic=topic.name,
-                        event_id=envelope.id, error=repr(exc))
+                        event_id=event_id, error=repr(exc))
             raise BrokerUnavailable(f"broker did not acknowledge the event: {exc!r}") from exc
         metrics.PUBLISH_SECONDS.observe(loop.time() - started)
 
-    async def publish_all(self, messages: Sequence[tuple[Topic, str, Envelope[Any]]]
+    async def publish_all(self, messages: Sequence[tuple[Topic, str, bytes]]
                           ) -> list[BrokerUnavailable | None]:
-        """Send every ``(topic, key, envelope)`` at once, then wait for all the broker's
+        """Send every ``(topic, key, encoded event)`` at once, then wait for all the broker's
         acknowledgements within one send timeout (a batch pays one round trip, not one per
         event). One outcome per message, in order: None once acknowledged, else the
         :class:`BrokerUnavailable` to report for it. Never raises for the broker's sake.
@@ -143,16 +145,27 @@ class EventPublisher:
             return [BrokerUnavailable("not connected to the broker yet")] * len(messages)
         started = loop.time()
         deadline = started + self._send_timeout
+        # One future per record batch, not per event: a 500-event request lands in a
+        # few batches, and a future per event was ~10 % of the batch endpoint's CPU.
         waiters: list[asyncio.Future[None]] = []
         not_sent: BrokerUnavailable | None = None
+        partitions_of: dict[str, set[int]] = {}
         try:
-            for topic, key, envelope in messages:
-                waiters.append(await self._enqueue(producer, topic.name, key.encode(),
-                                                   encode(envelope), deadline))
-        except (TimeoutError, KafkaError) as exc:
+            for topic, key, value in messages:
+                name = topic.name
+                partitions = partitions_of.get(name)
+                if partitions is None:
+                    partitions = partitions_of[name] = await self._partitions(
+                        producer, name, deadline)
+                batch = self._append(producer, name, key.encode(), value, partitions)
+                if (waiter := batch.shared) is None:
+                    waiter = batch.shared = loop.create_future()
+                    batch.waiters.append(waiter)
+                waiters.append(waiter)
+        except (TimeoutError, KafkaError, BrokerUnavailable) as exc:
             not_sent = BrokerUnavailable(f"event not handed to the producer: {exc!r}")
         if waiters:
-            await asyncio.wait(waiters, timeout=max(0.0, deadline - loop.time()))
+            await asyncio.wait(set(waiters), timeout=max(0.0, deadline - loop.time()))
         outcomes: list[BrokerUnavailable | None] = []
         for waiter in waiters:
             if not waiter.done():
@@ -179,10 +192,26 @@ class EventPublisher:
                        value: bytes, deadline: float) -> asyncio.Future[None]:
         """Append one event to its partition's open batch; the returned future resolves
         once the broker acknowledged that batch (or with the error that ended it)."""
+        batch = self._append(producer, topic, key, value,
+                             await self._partitions(producer, topic, deadline))
+        assert self._loop is not None
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        batch.waiters.append(waiter)
+        return waiter
+
+    @staticmethod
+    async def _partitions(producer: AIOKafkaProducer, topic: str, deadline: float
+                          ) -> set[int]:
         partitions = producer.client.cluster.partitions_for_topic(topic)
         if not partitions:  # metadata not known yet: fetch it, within the deadline
             async with asyncio.timeout_at(deadline):
                 partitions = await producer.partitions_for(topic)
+        return partitions  # type: ignore[no-any-return]
+
+    def _append(self, producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes,
+                partitions: set[int]) -> _Batch:
+        """Append one event to its partition's open batch (opening the next one when it
+        is full, and starting the partition's flusher) and return that batch."""
         known = self._partition_of.get((topic, key))
         if known is not None and known[0] == len(partitions):
             partition = known[1]
@@ -191,9 +220,9 @@ class EventPublisher:
             if len(self._partition_of) >= _KEY_CACHE_SIZE:
                 self._partition_of.clear()
             self._partition_of[topic, key] = (len(partitions), partition)
-        slot = self._partitions.get((topic, partition))
+        slot = self._partitions_by.get((topic, partition))
         if slot is None:
-            slot = self._partitions[topic, partition] = _Partition(topic, partition)
+            slot = self._partitions_by[topic, partition] = _Partition(topic, partition)
         batch = slot.open
         if batch is None or batch.builder.append(key=key, value=value, timestamp=None) is None:
             if batch is not None:  # full: queue it, open the next
@@ -201,13 +230,10 @@ class EventPublisher:
             batch = slot.open = _Batch(producer.create_batch())
             if batch.builder.append(key=key, value=value, timestamp=None) is None:
                 raise BrokerUnavailable(f"event of {len(value)} bytes is larger than a batch")
-        loop = self._loop
-        assert loop is not None
-        waiter: asyncio.Future[None] = loop.create_future()
-        batch.waiters.append(waiter)
         if slot.flusher is None:
-            slot.flusher = loop.create_task(self._flush(producer, slot))
-        return waiter
+            assert self._loop is not None
+            slot.flusher = self._loop.create_task(self._flush(producer, slot))
+        return batch
 
     async def _flush(self, producer: AIOKafkaProducer, slot: _Partition) -> None:
         """Hand the partition's batches to the producer one after another. The producer

@@ -44,9 +44,13 @@ def api() -> None:
 @app.command()
 def worker() -> None:
     """Consume attribution decisions, approve rewards when their hold ends, relay the outbox."""
+    import uvloop
+
     from .worker.run import run_worker
 
-    asyncio.run(run_worker(_settings("worker")))
+    # uvloop, as uvicorn gives the API: asyncpg and aiokafka spend much of the worker's time
+    # in the event loop's socket handling (docs/performance.md, Rewards).
+    uvloop.run(run_worker(_settings("worker")))
 
 
 @app.command()

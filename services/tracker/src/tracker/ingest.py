@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from referral_events import (
     ClickRecorded,
@@ -152,7 +153,7 @@ class ReferralIngest:
         (programme, conversion id)."""
         outgoing = self.conversion_event(program_id=program_id, conversion=conversion)
         status = await self._write_once(outgoing)
-        metrics.CONVERSIONS.labels(status=status.value).inc()
+        metrics.CONVERSIONS_BY_STATUS[status].inc()
         return status
 
     def reversal_event(self, *, program_id: str, reversal: ReversalIn,
@@ -176,12 +177,10 @@ class ReferralIngest:
         """Publish a ConversionReversed, once per reversal."""
         outgoing = self.reversal_event(program_id=program_id, reversal=reversal)
         status = await self._write_once(outgoing)
-        metrics.REVERSALS.labels(status=status.value).inc()
+        metrics.REVERSALS_BY_STATUS[status].inc()
         return status
 
     async def _write_once(self, outgoing: Outgoing) -> WriteStatus:
-        async def publish() -> None:
-            await self.publisher.publish(outgoing.topic, key=outgoing.key,
-                                         value=outgoing.value, event_id=outgoing.event_id)
-
-        return await self.recent.write_once(outgoing.idempotency_key, publish)
+        return await self.recent.write_once(outgoing.idempotency_key, partial(
+            self.publisher.publish, outgoing.topic, key=outgoing.key, value=outgoing.value,
+            event_id=outgoing.event_id))

@@ -477,6 +477,7 @@ async def all_ready(workers: list[Worker], within: float = 90.0) -> None:
 
 def worker_env(bootstrap: str, topics: TopicRegistry) -> dict[str, str]:
     return {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_ENABLE_IDEMPOTENCE": "false",
+            "KAFKA_FETCH_MAX_WAIT_MS": "50",
             "TOPIC_PREFIX": topics.prefix, "ATTRIBUTION_APP_ID": APP_ID,
             "ENVIRONMENT": "local", "LOG_LEVEL": "INFO", "LOG_FORMAT": "console"}
 

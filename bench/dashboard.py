@@ -205,6 +205,7 @@ def rewards_api(dsn: str, workdir: Path) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "DATABASE_URL": dsn, "ADMIN_TOKEN": TOKEN, "ENVIRONMENT": "test",
            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_ENABLE_IDEMPOTENCE": "false",
+           "KAFKA_FETCH_MAX_WAIT_MS": "50",
            "TOPIC_PREFIX": f"bench{uuid.uuid4().hex[:6]}.", "REWARDS_PORT": str(port),
            "LOG_LEVEL": "WARNING", "LOG_FORMAT": "console"}
     log = open(workdir / "rewards-api.log", "wb")  # handed to the child

@@ -491,7 +491,8 @@ async def one_round(n: int, pg: EmbeddedPostgres, broker: EmbeddedBroker, world:
     await ensure_topics(broker.bootstrap, topics.all())
     await publish(broker.bootstrap, topics.attributions.name, events)
     env = {"DATABASE_URL": worker_dsn, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-           "KAFKA_ENABLE_IDEMPOTENCE": "false", "TOPIC_PREFIX": prefix,
+           "KAFKA_ENABLE_IDEMPOTENCE": "false", "KAFKA_FETCH_MAX_WAIT_MS": "50",
+           "TOPIC_PREFIX": prefix,
            "ENVIRONMENT": "local", "LOG_LEVEL": "WARNING", "LOG_FORMAT": "console",
            "IP_HASH_SALT": SALT, "REWARDS_WORKER_PORT": "0",
            "REWARDS_DECISION_BATCH_SIZE": str(BATCH)}

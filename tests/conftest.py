@@ -34,6 +34,9 @@ from tests.support import ServiceProcess
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
 TEST_ADMIN_TOKEN = "test-admin-token-" + uuid.uuid4().hex[:8]
+# The embedded broker holds a consumer's fetch for the whole wait (Kafka's default 500 ms)
+# even when records arrive; every consumer of the suite, in-process or a service, waits 50.
+os.environ.setdefault("KAFKA_FETCH_MAX_WAIT_MS", "50")
 
 
 def docker_engine_answers() -> bool:
@@ -145,6 +148,7 @@ def platform_env(kafka_component: tuple[str, bool], topic_prefix: str, database_
         "ENVIRONMENT": "test",
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "KAFKA_ENABLE_IDEMPOTENCE": "true" if idempotent else "false",
+        "KAFKA_FETCH_MAX_WAIT_MS": os.environ["KAFKA_FETCH_MAX_WAIT_MS"],
         "TOPIC_PREFIX": topic_prefix,
         "DATABASE_URL": database_url,
         "ADMIN_TOKEN": admin_token,

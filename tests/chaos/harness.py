@@ -79,7 +79,8 @@ class Stack:
                                           "worker")}
         self.env = {
             "ENVIRONMENT": "test", "KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
-            "KAFKA_ENABLE_IDEMPOTENCE": "false", "TOPIC_PREFIX": prefix,
+            "KAFKA_ENABLE_IDEMPOTENCE": "false", "KAFKA_FETCH_MAX_WAIT_MS": "50",
+            "TOPIC_PREFIX": prefix,
             "DATABASE_URL": with_database(self.postgres.uri, database),
             "ADMIN_TOKEN": self.admin_token, "LOG_LEVEL": "INFO", "LOG_FORMAT": "console",
             "TRACKER_PORT": str(ports["tracker"]), "REWARDS_PORT": str(ports["rewards"]),

@@ -37,6 +37,8 @@ def _defaults(root: Path) -> dict[str, str]:
         "ENVIRONMENT": "local",
         "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
         "KAFKA_ENABLE_IDEMPOTENCE": "false",
+        # the embedded broker holds a fetch for its whole wait (docs/architecture.md)
+        "KAFKA_FETCH_MAX_WAIT_MS": "50",
         "ADMIN_TOKEN": "dev-admin-token",
         "SMTP_HOST": "127.0.0.1",
         "SMTP_PORT": "1025",

@@ -146,6 +146,7 @@ class EventConsumer:
             auto_offset_reset="earliest",
             max_poll_records=self._max_poll_records,
             max_poll_interval_ms=self._max_poll_interval_ms,
+            fetch_max_wait_ms=self._settings.kafka_fetch_max_wait_ms,
             **self._timeouts,
         )
         self._consumer.subscribe(list(self._topics), listener=_Membership(self))

@@ -19,8 +19,10 @@ log = structlog.get_logger(__name__)
 
 
 class RegistryCache:
-    def __init__(self, *, bootstrap_servers: str, topic: Topic, client_id: str) -> None:
+    def __init__(self, *, bootstrap_servers: str, topic: Topic, client_id: str,
+                 fetch_max_wait_ms: int = 500) -> None:
         self._bootstrap = bootstrap_servers
+        self._fetch_max_wait_ms = fetch_max_wait_ms
         self._topic = topic
         self._client_id = client_id
         self.programs: dict[str, ProgramEntry] = {}
@@ -50,6 +52,7 @@ class RegistryCache:
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap, client_id=self._client_id,
             group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
         )
         await self._consumer.start()
         partitions = [TopicPartition(self._topic.name, p) for p in range(self._topic.partitions)]

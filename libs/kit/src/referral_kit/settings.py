@@ -25,6 +25,14 @@ class PlatformSettings(BaseSettings):
         validation_alias="KAFKA_ENABLE_IDEMPOTENCE",
         description="Idempotent producer; true on Apache Kafka, false on the embedded broker.",
     )
+    kafka_fetch_max_wait_ms: int = Field(
+        500, ge=1, le=30_000,
+        validation_alias="KAFKA_FETCH_MAX_WAIT_MS",
+        description="How long a consumer's fetch may wait at the broker for new records. "
+                    "Apache Kafka answers as soon as records arrive, so its default (500) "
+                    "costs no latency there; the embedded broker holds every fetch for the "
+                    "whole wait, so run it with 50.",
+    )
     topic_prefix: str = Field("", validation_alias="TOPIC_PREFIX")
     topic_partitions: int = Field(4, ge=1, le=256, validation_alias="TOPIC_PARTITIONS")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")

@@ -82,8 +82,10 @@ def create_app(settings: AttributionSettings | None = None) -> faust.App:
     waiting = app.Table("conversions-awaiting-click", default=None,
                         partitions=settings.topic_partitions)
     counts = app.Table("hourly-counts", default=None, partitions=settings.topic_partitions)
+    app.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
     registry = RegistryCache(bootstrap_servers=settings.kafka_bootstrap_servers,
-                             topic=topics.registry, client_id="attribution-registry")
+                             topic=topics.registry, client_id="attribution-registry",
+                             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms)
     kafka: dict[str, Any] = {}  # the producer is created inside the worker's event loop
     started = asyncio.Event()
     assigned = asyncio.Event()  # set once a rebalance completed (tables recovered)

@@ -135,3 +135,18 @@ async def test_source_commits_follow_the_agent_while_changelogs_follow_faust() -
     app.source_positions.handled(SRC, 3)  # the agent decided offset 3, nothing after
     consumer._acked[SRC].extend([4, 5, 6])
     assert consumer._filter_committable_offsets([SRC]) == {SRC: 4}
+
+
+async def test_the_worker_consumer_fetches_with_the_configured_wait(monkeypatch) -> None:
+    """Faust fixes fetch_max_wait_ms at 1,500; the embedded broker holds a fetch that long
+    even when records arrive, so the app's consumer takes KAFKA_FETCH_MAX_WAIT_MS."""
+    from attribution.app import create_app
+    from attribution.config import AttributionSettings
+
+    monkeypatch.setenv("KAFKA_FETCH_MAX_WAIT_MS", "37")
+    app = create_app(AttributionSettings())
+    consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    try:
+        assert consumer._fetch_max_wait_ms == 37
+    finally:
+        await consumer.stop()

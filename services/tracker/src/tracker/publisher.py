@@ -296,7 +296,6 @@ class EventPublisher:
         return True
 
 
-
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError(

@@ -55,6 +55,14 @@ class RegistryCache:
             fetch_max_wait_ms=self._fetch_max_wait_ms,
         )
         await self._consumer.start()
+        # Reading a topic that does not exist would make a broker that auto-creates topics
+        # create it, uncompacted, and the view would count as loaded (empty). The list of
+        # all topics creates nothing: wait for whoever owns the topic (ensure_topics).
+        if self._topic.name not in await self._consumer.topics():
+            await self._consumer.stop()
+            self._consumer = None
+            raise LookupError(f"the registry topic {self._topic.name} does not exist yet; it "
+                              "is created with the others at start-up (referral-topics)")
         partitions = [TopicPartition(self._topic.name, p) for p in range(self._topic.partitions)]
         self._consumer.assign(partitions)
         await self._consumer.seek_to_beginning(*partitions)

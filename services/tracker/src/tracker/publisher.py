@@ -129,7 +129,7 @@ class EventPublisher:
         deadline = started + self._send_timeout
         name = topic.name
         try:
-            # Inline, not in helper coroutines: each coroutine costs ~1 µs per request.
+            # Inline rather than in helper coroutines: fewer frames to suspend and resume.
             partitions = producer.client.cluster.partitions_for_topic(name)
             if not partitions:
                 partitions = await self._partitions(producer, name, deadline)

@@ -113,28 +113,14 @@ class RecentWrites(AcknowledgedMemory[bool]):
         super().__init__(LRUCache(capacity) if capacity > 0 else None)
 
     async def write_once(self, key: str, write: Callable[[], Awaitable[None]]) -> WriteStatus:
-        """Run ``write`` unless ``key`` was written (or is being written) already: as
-        :meth:`once`, without its extra coroutines (this is every conversion's path)."""
-        if self._store is None:
+        """Run ``write`` unless ``key`` was written (or is being written) already."""
+
+        async def acknowledged() -> bool:
             await write()
-            return WriteStatus.ACCEPTED
-        while True:
-            if self._store.get(key) is not None:
-                return WriteStatus.DUPLICATE
-            pending = self.pending(key)
-            if pending is None:
-                break
-            await asyncio.wait([pending])  # not cancelled if this caller is
-            if pending.result() is not None:
-                return WriteStatus.DUPLICATE
-        self.begin(key)
-        written: bool | None = None
-        try:
-            await write()
-            written = True
-        finally:
-            self.settle(key, written)
-        return WriteStatus.ACCEPTED
+            return True
+
+        _, fresh = await self.once(key, acknowledged)
+        return WriteStatus.ACCEPTED if fresh else WriteStatus.DUPLICATE
 
 
 class RecentClicks(AcknowledgedMemory[str]):

@@ -82,7 +82,7 @@ class TrackerRuntime:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any failure here means "retry later"
-                log.warning("broker not reachable yet; retrying", error=repr(exc),
+                log.warning("broker or registry not available yet; retrying", error=repr(exc),
                             retry_in=delay, bootstrap=self.settings.kafka_bootstrap_servers)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

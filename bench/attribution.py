@@ -72,7 +72,7 @@ import httpx
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from referral_devstack.broker import EmbeddedBroker
+from referral_devstack.broker import CLIENT_ENV, EmbeddedBroker
 from referral_devstack.net import free_port
 from referral_events import (
     AttributionModel,
@@ -476,8 +476,7 @@ async def all_ready(workers: list[Worker], within: float = 90.0) -> None:
 
 
 def worker_env(bootstrap: str, topics: TopicRegistry) -> dict[str, str]:
-    return {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_ENABLE_IDEMPOTENCE": "false",
-            "KAFKA_FETCH_MAX_WAIT_MS": "50",
+    return {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, **CLIENT_ENV,
             "TOPIC_PREFIX": topics.prefix, "ATTRIBUTION_APP_ID": APP_ID,
             "ENVIRONMENT": "local", "LOG_LEVEL": "INFO", "LOG_FORMAT": "console"}
 

@@ -51,7 +51,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
-from referral_devstack.broker import EmbeddedBroker
+from referral_devstack.broker import CLIENT_ENV, EmbeddedBroker
 from referral_devstack.net import free_port
 from referral_devstack.postgres import EmbeddedPostgres, with_database
 from referral_kit.migrations import migrate
@@ -204,8 +204,7 @@ def rewards_api(dsn: str, workdir: Path) -> Iterator[str]:
     broker = EmbeddedBroker(free_port(), log_path=workdir / "broker.log").start()
     port = free_port()
     env = {**os.environ, "DATABASE_URL": dsn, "ADMIN_TOKEN": TOKEN, "ENVIRONMENT": "test",
-           "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_ENABLE_IDEMPOTENCE": "false",
-           "KAFKA_FETCH_MAX_WAIT_MS": "50",
+           "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, **CLIENT_ENV,
            "TOPIC_PREFIX": f"bench{uuid.uuid4().hex[:6]}.", "REWARDS_PORT": str(port),
            "LOG_LEVEL": "WARNING", "LOG_FORMAT": "console"}
     log = open(workdir / "rewards-api.log", "wb")  # handed to the child

@@ -62,7 +62,7 @@ from typing import Any
 import asyncpg
 import httpx
 from aiosmtpd.controller import Controller
-from referral_devstack.broker import EmbeddedBroker
+from referral_devstack.broker import CLIENT_ENV, EmbeddedBroker
 from referral_devstack.demo import BOT_UA
 from referral_devstack.net import free_port, wait_for_port
 from referral_devstack.postgres import EmbeddedPostgres, with_database
@@ -228,8 +228,7 @@ async def start_stack(workdir: Path, pg: EmbeddedPostgres, broker: EmbeddedBroke
     env = {
         **os.environ,
         "ENVIRONMENT": "local", "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1",
-        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_ENABLE_IDEMPOTENCE": "false",
-        "KAFKA_FETCH_MAX_WAIT_MS": "50",
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, **CLIENT_ENV,
         "TOPIC_PREFIX": f"e2e{uuid.uuid4().hex[:6]}.", "DATABASE_URL": with_database(pg.uri,
                                                                                    "referrals"),
         "ADMIN_TOKEN": ADMIN_TOKEN, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_port),

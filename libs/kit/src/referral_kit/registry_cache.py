@@ -20,7 +20,7 @@ log = structlog.get_logger(__name__)
 
 class RegistryCache:
     def __init__(self, *, bootstrap_servers: str, topic: Topic, client_id: str,
-                 fetch_max_wait_ms: int = 500) -> None:
+                 fetch_max_wait_ms: int) -> None:
         self._bootstrap = bootstrap_servers
         self._fetch_max_wait_ms = fetch_max_wait_ms
         self._topic = topic

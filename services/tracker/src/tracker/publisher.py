@@ -129,11 +129,8 @@ class EventPublisher:
         deadline = started + self._send_timeout
         name = topic.name
         try:
-            # Inline rather than in helper coroutines: fewer frames to suspend and resume.
-            partitions = producer.client.cluster.partitions_for_topic(name)
-            if not partitions:
-                partitions = await self._partitions(producer, name, deadline)
-            batch = self._append(producer, name, key.encode(), value, partitions)
+            batch = self._append(producer, name, key.encode(), value,
+                                 await self._partitions(producer, name, deadline))
             waiter: asyncio.Future[None] = loop.create_future()
             batch.waiters.append(waiter)
             # Bounded by the send timeout without a task or a timer of its own: the expiry
@@ -183,15 +180,10 @@ class EventPublisher:
         # few batches, and a future per event was ~10 % of the batch endpoint's CPU.
         waiters: list[asyncio.Future[None]] = []
         not_sent: BrokerUnavailable | None = None
-        partitions_of: dict[str, set[int]] = {}
         try:
             for topic, key, value in messages:
-                name = topic.name
-                partitions = partitions_of.get(name)
-                if partitions is None:
-                    partitions = partitions_of[name] = await self._partitions(
-                        producer, name, deadline)
-                batch = self._append(producer, name, key.encode(), value, partitions)
+                batch = self._append(producer, topic.name, key.encode(), value,
+                                     await self._partitions(producer, topic.name, deadline))
                 if (waiter := batch.shared) is None:
                     waiter = batch.shared = loop.create_future()
                     batch.waiters.append(waiter)

@@ -58,7 +58,7 @@ bench: install ## run the benchmarks; figures in bench/results/latest.json (+ pl
 	$(VENV)/bin/python -m bench
 
 lint: install ## ruff
-	$(VENV)/bin/ruff check libs services tests
+	$(VENV)/bin/ruff check libs services tests bench
 
 clean: ## remove local state (.data) and environments
 	rm -rf .data .venv .tools tests/artifacts

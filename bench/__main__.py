@@ -13,7 +13,8 @@ from rich.table import Table
 from .results import load
 from .summary import DETAIL, update
 
-AREAS = ["tracker", "attribution", "e2e", "dashboard", "rewards"]  # each is bench/<area>.py with main() -> int
+# each is bench/<area>.py with main() -> int
+AREAS = ["tracker", "attribution", "e2e", "dashboard", "rewards"]
 
 
 def main(argv: list[str]) -> int:

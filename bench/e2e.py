@@ -32,8 +32,14 @@ either above 0 fails the run.
 Figures: ``e2e.p50_ms``, ``e2e.p99_ms`` (pending email, at 200/s offered; target p99 < 1 s),
 ``e2e.approved_p50_ms``, ``e2e.approved_p99_ms``, ``e2e.max_conversions_per_s`` (highest
 offered rate whose p99 stayed under 1 s; 0 if none), ``e2e.rate_<r>_p99_ms`` and
-``e2e.rate_<r>_emails_per_s`` per step, set-up rates (``e2e.referrers_per_s``,
+``e2e.rate_<r>_emails_per_s`` per step, ``e2e.rate_<r>_answer_p99_ms`` (request sent -> 202
+read: the tracker's answer, and the generator's own lag), set-up rates (``e2e.referrers_per_s``,
 ``e2e.clicks_per_s``, ``e2e.click_drain_s``), ``e2e.scale``, ``e2e.lost``, ``e2e.duplicates``.
+Where the time goes at 200/s (:func:`hop_figures`): ``e2e.reward_row_p50_ms``/``p99`` (request
+sent -> the rewards worker's transaction writing the reward) and ``e2e.hop_<service>_p50_ms``/
+``p99`` for the tracker, attribution, rewards worker, outbox relay and notifier, from the
+timestamps of the records and rows each one writes. CPU seconds of each service over the
+timed steps: ``e2e.cpu_s_<service>``.
 Plot: ``docs/performance-e2e.png`` (also in ``bench/results/``).
 """
 
@@ -41,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -59,14 +66,19 @@ from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiosmtpd.controller import Controller
 from referral_devstack.broker import CLIENT_ENV, EmbeddedBroker
 from referral_devstack.demo import BOT_UA
 from referral_devstack.net import free_port, wait_for_port
 from referral_devstack.postgres import EmbeddedPostgres, with_database
 from referral_events import TopicRegistry
+from referral_events.attribution import ReferralAttributed
+from referral_events.rewards import RewardPending
+from referral_events.tracking import ConversionRecorded
 from referral_kit.kafka import ensure_topics
 from rich.console import Console
 from rich.progress import (
@@ -289,11 +301,11 @@ class Conversion:
     kind: str  # normal | self | reversal
     rate: int
     # When the request that got the 202 was sent (monotonic, and by the wall clock for
-    # PostgreSQL's timestamps): the 202 itself came later, so latencies measured from here
-    # are upper bounds. (The moment the generator *read* the 202 lagged behind it by up to
-    # ~0.1 s at 200/s, its own load: reward rows appeared to exist before their 202.)
+    # PostgreSQL's timestamps and record timestamps): the 202 itself came later, so latencies
+    # measured from here are upper bounds.
     sent_at: float = 0.0
     sent_wall: float = 0.0
+    answered_at: float = 0.0  # when the 202 was read (monotonic)
     status: str = ""  # accepted | duplicate | error
     resent: bool = False
 
@@ -420,12 +432,15 @@ def conversion_body(conv: Conversion, referrers: list[dict[str, str]],
     return body
 
 
-async def run_step(tracker: httpx.AsyncClient, secret: str, rate: int, count: int,
+async def run_step(tracker: aiohttp.ClientSession, secret: str, rate: int, count: int,
                    next_referrer: int, referrers: list[dict[str, str]],
                    first_click: list[str | None], bar: Progress, task: Any,
                    rng: random.Random) -> list[Conversion]:
     """Offer ``count`` conversions at ``rate``/s, open loop (a request is sent on schedule
-    whether or not earlier ones were answered)."""
+    whether or not earlier ones were answered), through aiohttp: httpx's connection pool
+    checks every connection on every request (``getpeername`` each), and at 200/s with a
+    few hundred connections the generator itself, not the tracker, held conversions back
+    for seconds."""
     auth = {"Authorization": f"Bearer {secret}"}
     convs = []
     for i in range(count):
@@ -437,23 +452,26 @@ async def run_step(tracker: httpx.AsyncClient, secret: str, rate: int, count: in
     tasks: set[asyncio.Task[None]] = set()
 
     async def post(path: str, body: dict[str, Any], conv: Conversion | None = None
-                   ) -> httpx.Response | None:
+                   ) -> dict[str, Any] | None:
         """POST until a 202 (at most 5 tries); ``conv`` gets the accepted try's send time."""
         for attempt in range(5):
-            with contextlib.suppress(httpx.HTTPError):
+            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
                 sent_at, sent_wall = time.monotonic(), time.time()
-                r = await tracker.post(path, json=body, headers=auth)
-                if r.status_code == 202:
-                    if conv is not None:
-                        conv.sent_at, conv.sent_wall = sent_at, sent_wall
-                    return r
+                async with tracker.post(path, json=body, headers=auth) as r:
+                    if r.status == 202:
+                        answer: dict[str, Any] = await r.json()
+                        if conv is not None:
+                            conv.sent_at, conv.sent_wall = sent_at, sent_wall
+                            conv.answered_at = time.monotonic()
+                        return answer
+                    await r.read()
             await asyncio.sleep(0.2 * (attempt + 1))
         return None
 
     async def one(conv: Conversion) -> None:
         body = conversion_body(conv, referrers, first_click)
         r = await post("/v1/conversions", body, conv)
-        conv.status = r.json()["status"] if r is not None else "error"
+        conv.status = r["status"] if r is not None else "error"
         bar.advance(task)
         if conv.status == "error":
             return
@@ -546,11 +564,89 @@ async def reward_rows(database_url: str, program_id: str) -> list[asyncpg.Record
         await conn.close()
 
 
-def reward_latencies(convs: list[Conversion], rows: list[asyncpg.Record]) -> list[float]:
-    """202 -> the reward row's creation (attribution + rewards worker), in ms."""
-    created = {r["conversion_id"]: r["created_at"].timestamp() for r in rows}
-    return [(created[c.conversion_id] - c.sent_wall) * 1000 for c in convs
-            if c.kind == "normal" and c.status == "accepted" and c.conversion_id in created]
+async def reward_written_at(database_url: str) -> dict[str, float]:
+    """conversion_id -> when the rewards worker's transaction that wrote the referrer's
+    pending reward began (its outbox row's ``created_at``, ``now()`` in that transaction; a
+    reward row's own ``created_at`` is the decision's time, from the event)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch("SELECT created_at, value FROM rewards.outbox")
+    finally:
+        await conn.close()
+    out: dict[str, float] = {}
+    for r in rows:
+        doc = json.loads(r["value"])
+        if doc.get("type") == RewardPending.event_type and \
+                doc["data"]["beneficiary"] == "referrer":
+            out.setdefault(doc["data"]["conversion_id"], r["created_at"].timestamp())
+    return out
+
+
+def reward_latencies(convs: list[Conversion], written_at: dict[str, float]) -> list[float]:
+    """202's request -> the rewards worker writing the reward (attribution + worker), ms."""
+    return [(written_at[c.conversion_id] - c.sent_wall) * 1000 for c in convs
+            if c.kind == "normal" and c.status == "accepted" and c.conversion_id in written_at]
+
+
+async def topic_times(bootstrap: str, topic: str, wanted: str) -> dict[str, float]:
+    """conversion_id -> the timestamp of the first record of type ``wanted`` about it on
+    ``topic`` (set by its producer when it was sent; wall clock seconds)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                fetch_max_wait_ms=50)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        out: dict[str, float] = {}
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in parts])
+
+        while await behind():
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for r in records:
+                    doc = json.loads(r.value)
+                    if doc.get("type") == wanted:
+                        out.setdefault(doc["data"]["conversion_id"], r.timestamp / 1000)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def hop_figures(bootstrap: str, topics: TopicRegistry, convs: list[Conversion],
+                      referrers: list[dict[str, str]], sink: Sink,
+                      written_at: dict[str, float]) -> dict[str, float]:
+    """Where a conversion's time goes, hop by hop, from the moment each hop left its mark:
+    the 202's request sent, the conversion record appended (tracker), the decision record
+    (attribution), the worker's transaction (rewards worker), the reward event record
+    (outbox relay), the email at the sink (notifier). p50 and p99 of each hop, in ms.
+    Record times are the producers' clocks: one machine, one clock."""
+    conversion_at = await topic_times(bootstrap, topics.conversions.name,
+                                      ConversionRecorded.event_type)
+    decided_at = await topic_times(bootstrap, topics.attributions.name,
+                                   ReferralAttributed.event_type)
+    event_at = await topic_times(bootstrap, topics.rewards.name, RewardPending.event_type)
+    wall_minus_mono = time.time() - time.monotonic()  # the sink notes monotonic times
+    first = first_arrivals(sink)
+    hops: dict[str, list[float]] = defaultdict(list)
+    for c in convs:
+        if c.kind != "normal" or c.status != "accepted":
+            continue
+        email = first.get((referrers[c.referrer]["email"], "pending"))
+        chain = [("tracker", c.sent_wall), ("attribution", conversion_at.get(c.conversion_id)),
+                 ("rewards_worker", decided_at.get(c.conversion_id)),
+                 ("relay", written_at.get(c.conversion_id)),
+                 ("notifier", event_at.get(c.conversion_id)),
+                 ("", email + wall_minus_mono if email else None)]
+        for (name, start), (_, end) in itertools.pairwise(chain):
+            if start is not None and end is not None:
+                hops[name].append((end - start) * 1000)
+    out: dict[str, float] = {}
+    for name, values in hops.items():
+        out[f"e2e.hop_{name}_p50_ms"] = round(percentile(values, 50), 1)
+        out[f"e2e.hop_{name}_p99_ms"] = round(percentile(values, 99), 1)
+    return out
 
 
 def check_oracle(convs: list[Conversion], referrers: list[dict[str, str]], sink: Sink,
@@ -663,7 +759,10 @@ async def run() -> int:
         async with httpx.AsyncClient(base_url=stack.urls["rewards"], timeout=30,
                                      headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as admin, \
                 httpx.AsyncClient(base_url=stack.urls["tracker"], timeout=30,
-                                  limits=limits) as tracker:
+                                  limits=limits) as tracker, \
+                aiohttp.ClientSession(stack.urls["tracker"],
+                                      connector=aiohttp.TCPConnector(limit=256),
+                                      timeout=aiohttp.ClientTimeout(total=30)) as checkout:
             created = await admin.post("/v1/programs", json={
                 "name": "Bench Shop", "landing_url": "https://shop.example/", "currency": "EUR",
                 "hold_period": "PT0S", "referrer_reward": {"kind": "cash", "amount": 1000},
@@ -703,7 +802,7 @@ async def run() -> int:
                     task = bar.add_task(f"conversions at {rate}/s offered", total=count,
                                         info="")
                     start = time.monotonic()
-                    step = await run_step(tracker, secret, rate, count, len(convs), referrers,
+                    step = await run_step(checkout, secret, rate, count, len(convs), referrers,
                                           first_click, bar, task, rng)
                     end = time.monotonic()
                 convs += step
@@ -715,6 +814,9 @@ async def run() -> int:
                 span = (max(arrived) - start) if arrived else 0.0
                 figures[f"e2e.rate_{rate}_p50_ms"] = round(min(p50, 1e6), 1)
                 figures[f"e2e.rate_{rate}_p99_ms"] = round(min(p99, 1e6), 1)
+                answered = [(c.answered_at - c.sent_at) * 1000 for c in step
+                            if c.status == "accepted"]
+                figures[f"e2e.rate_{rate}_answer_p99_ms"] = round(percentile(answered, 99), 1)
                 last = max((c.sent_at for c in step), default=end)
                 figures[f"e2e.rate_{rate}_sent_per_s"] = round(count / max(last - start, 1e-3), 1)
                 figures[f"e2e.rate_{rate}_emails_per_s"] = round(len(arrived) / span, 1) \
@@ -746,9 +848,12 @@ async def run() -> int:
             lost, dups, notes = check_oracle(convs, referrers, sink, rows)
             headline = [c for c in convs if c.rate == HEADLINE_RATE]
             if headline:  # where the time goes: up to the reward row, and after it
-                rl = reward_latencies(headline, rows)
+                written_at = await reward_written_at(stack.database_url)
+                rl = reward_latencies(headline, written_at)
                 figures["e2e.reward_row_p50_ms"] = round(percentile(rl, 50), 1)
                 figures["e2e.reward_row_p99_ms"] = round(percentile(rl, 99), 1)
+                figures.update(await hop_figures(broker.bootstrap, TopicRegistry(
+                    stack.env["TOPIC_PREFIX"]), headline, referrers, sink, written_at))
             figures["e2e.lost"], figures["e2e.duplicates"] = lost, dups
             for note in notes[:20]:
                 console.print(f"  [yellow]{note}[/yellow]")

@@ -91,7 +91,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from .results import LATEST, RESULTS, load, process_cpu_seconds, record
+from .results import LATEST, RESULTS, load, process_cpu_seconds, record, tree_cpu_seconds
 
 
 def _command() -> str:
@@ -176,6 +176,11 @@ class Sink:
             self._proc.join(10)
 
     @property
+    def pid(self) -> int:
+        assert self._proc.pid is not None, "start() first"
+        return self._proc.pid
+
+    @property
     def arrivals(self) -> list[tuple[float, str, str]]:
         with open(self.path, "rb") as f:
             f.seek(self._offset)
@@ -189,6 +194,11 @@ class Sink:
 
 
 # -- the stack -----------------------------------------------------------------------------
+
+def postmaster_pid(data_dir: Path) -> int:
+    """The PostgreSQL server's process (first line of its ``postmaster.pid``)."""
+    return int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+
 
 @dataclass
 class Stack:
@@ -224,8 +234,12 @@ class Stack:
                 proc.kill()
                 proc.wait()
 
-    def cpu_seconds(self) -> dict[str, float]:
+    def cpu_seconds(self, infrastructure: dict[str, int]) -> dict[str, float]:
+        """CPU seconds so far of each service, and of each ``infrastructure`` process (name
+        -> pid, with its children: PostgreSQL's backends), the generator's own included."""
         seconds = {name: process_cpu_seconds(proc.pid) for name, proc in self.procs.items()}
+        seconds |= {name: tree_cpu_seconds(pid) for name, pid in infrastructure.items()}
+        seconds["generator"] = process_cpu_seconds(os.getpid())
         return {name: s for name, s in seconds.items() if s is not None}
 
 
@@ -791,7 +805,9 @@ async def run() -> int:
             steps: list[tuple[int, float, float]] = []
             t0 = time.monotonic()
             max_ok = 0
-            cpu_before = stack.cpu_seconds()
+            infrastructure = {"broker": broker.pid, "sink": sink.pid,
+                              "postgres": postmaster_pid(pg.data_dir)}
+            cpu_before = stack.cpu_seconds(infrastructure)
             for rate in RATES:
                 remaining = min(CONVERSIONS, len(referrers)) - len(convs)
                 seconds = STEP_SECONDS * (4 / 3 if rate == HEADLINE_RATE else 1)
@@ -834,7 +850,7 @@ async def run() -> int:
                     max_ok = rate
                 elif rate >= HEADLINE_RATE:
                     break  # the headline is measured; higher rates would only be worse
-            cpu_after = stack.cpu_seconds()
+            cpu_after = stack.cpu_seconds(infrastructure)
             figures["e2e.max_conversions_per_s"] = max_ok
             figures["e2e.conversions"] = len(convs)
             for name, cpu in cpu_after.items():

@@ -40,6 +40,23 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds of process ``pid`` and its children alive now (PostgreSQL: the postmaster
+    and its backends); None once ``pid`` is gone."""
+    own = process_cpu_seconds(pid)
+    if own is None:
+        return None
+    total = own
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def load() -> dict[str, float]:
     return json.loads(LATEST.read_text()) if LATEST.is_file() else {}
 

@@ -13,7 +13,7 @@ from notifier.delivery import Delivery
 from notifier.notifications import NotificationStore, keep_session
 from notifier.outcomes import OutcomeAnnouncer
 from notifier.smtp import SmtpSender
-from notifier.unsubscribe import SuppressionList, UnsubscribeTokens
+from notifier.unsubscribe import UnsubscribeTokens
 from referral_kit.kafka import make_producer
 from referral_kit.migrations import migrate
 
@@ -67,8 +67,7 @@ async def delivery(notifier_settings, notifier_db, topics) -> AsyncIterator[Deli
     try:
         yield Delivery(store=NotificationStore(notifier_db), sender=sender,
                        announcer=OutcomeAnnouncer(producer, topics.notifications),
-                       settings=notifier_settings, tokens=unsubscribe_tokens(notifier_settings),
-                       suppressions=SuppressionList(notifier_db))
+                       settings=notifier_settings, tokens=unsubscribe_tokens(notifier_settings))
     finally:
         await sender.close()
         await producer.stop()

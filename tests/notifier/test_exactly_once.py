@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
-from notifier.notifications import NotificationKey, NotificationStore
+from notifier.notifications import LOCK_CLASS, Claim, NotificationKey, NotificationStore, State
 from referral_events import NotificationSent, RewardInReview
 from referral_kit.consuming import PoisonEvent
 
@@ -69,20 +70,24 @@ async def test_events_nobody_is_emailed_about_leave_no_row(delivery, smtp_sink, 
     assert await notification_row(database_url, to) is None
 
 
+def _claim(store: NotificationStore, key: NotificationKey) -> Any:
+    return store.claim(key, locale="en", message_id=key.message_id("shop.example"),
+                       program_id="prg-test", category="rewards")
+
+
 async def test_a_delivery_cancelled_while_waiting_for_the_row_lock_leaves_no_lock_behind(
         notifier_db) -> None:
     # The pool does not reset sessions (keep_session): a lock wait cut short must not leave
     # its session holding the lock once the statement completes server-side.
     store = NotificationStore(notifier_db)
     key = NotificationKey(f"evt-{uuid.uuid4().hex[:8]}", address(), "referrer.pending")
-    await store.queue(key, locale="en", message_id=key.message_id("shop.example"))
     entered = asyncio.Event()
 
     async def wait_for_the_lock() -> None:
-        async with store.exclusively(key.notification_id):
+        async with _claim(store, key):
             entered.set()
 
-    async with store.exclusively(key.notification_id):
+    async with _claim(store, key):
         waiter = asyncio.create_task(wait_for_the_lock())
         await asyncio.sleep(0.2)  # let it block on pg_advisory_lock
         assert not entered.is_set()
@@ -92,5 +97,39 @@ async def test_a_delivery_cancelled_while_waiting_for_the_row_lock_leaves_no_loc
     # every later holder gets the lock at once, on whichever pooled session
     for _ in range(notifier_db.get_max_size() + 1):
         async with asyncio.timeout(5):
-            async with store.exclusively(key.notification_id) as row:
-                assert row.state.value == "queued"
+            async with _claim(store, key) as claim:
+                assert claim.notification.state.value == "queued"
+
+
+async def test_the_next_holder_reads_the_outcome_written_as_the_lock_was_released(
+        notifier_db) -> None:
+    # An outcome is written and the lock released in one statement, so the lock is free
+    # before that write commits: the next claim must wait for the commit and read 'sent',
+    # not the 'queued' of its snapshot (it would send the email a second time).
+    store = NotificationStore(notifier_db)
+    key = NotificationKey(f"evt-{uuid.uuid4().hex[:8]}", address(), "referrer.pending")
+    async with _claim(store, key) as first:  # the row exists, queued, one attempt counted
+        assert (first.notification.state, first.notification.attempts) == (State.QUEUED, 1)
+
+    async def next_holder() -> Claim:
+        async with _claim(store, key) as claim:
+            return claim
+
+    async with notifier_db.acquire() as holder:  # a holder writing its outcome
+        await holder.execute("SELECT pg_advisory_lock($1, hashtext($2))", LOCK_CLASS,
+                             key.notification_id)
+        transaction = holder.transaction()
+        await transaction.start()
+        await holder.execute(
+            "WITH sent AS (UPDATE notifications SET state = 'sent' WHERE id = $1 RETURNING id)"
+            " SELECT pg_advisory_unlock($2, hashtext(id)) FROM sent",
+            key.notification_id, LOCK_CLASS)
+        waiting = asyncio.create_task(next_holder())
+        await asyncio.sleep(0.3)  # the lock is free: only the uncommitted write holds it back
+        assert not waiting.done()
+        await transaction.commit()
+    async with asyncio.timeout(5):
+        claim = await waiting
+    assert (claim.notification.state, claim.notification.attempts) == (State.SENT, 1)
+    async with asyncio.timeout(5), _claim(store, key) as again:  # and it left no lock behind
+        assert again.notification.state is State.SENT

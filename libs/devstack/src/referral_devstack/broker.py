@@ -39,6 +39,11 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None, "start() first"
+        return self._proc.pid
+
     def start(self, timeout: float = 20.0) -> EmbeddedBroker:
         out: int | IO[bytes] = subprocess.DEVNULL
         if self.log_path:

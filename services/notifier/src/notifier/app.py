@@ -62,7 +62,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
             suppressions = SuppressionList(pool)
             delivery = Delivery(store=NotificationStore(pool), sender=sender,
                                 announcer=OutcomeAnnouncer(producer, topics.notifications),
-                                settings=settings, tokens=tokens, suppressions=suppressions)
+                                settings=settings, tokens=tokens)
             consumer = SupervisedConsumer(lambda: EventConsumer(
                 settings=settings, topics=[topics.rewards],
                 group_id=f"{settings.topic_prefix}notifier", name="notifier",

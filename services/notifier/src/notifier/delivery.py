@@ -1,6 +1,7 @@
 """Deliver the email a reward event calls for, once per (event, recipient, template).
 
-1. The notification row is queued (or found: a redelivered event finds it) and locked.
+1. The notification row is queued (or found: a redelivered event finds it), locked and read,
+   and the attempt counted, in one round trip (:meth:`NotificationStore.claim`).
 2. A row already ``sent`` sends nothing and re-announces NotificationSent (same event id), so
    a crash between the state write and the announcement loses no outcome. A row ``failed``
    re-announces NotificationFailed and is dead-lettered again for the same reason.
@@ -42,7 +43,7 @@ from .config import NotifierSettings
 from .notifications import Notification, NotificationKey, NotificationStore, State
 from .outcomes import OutcomeAnnouncer
 from .smtp import PermanentSmtpError, SmtpSender, TransientSmtpError, WireMessage
-from .unsubscribe import Category, Subscription, SuppressionList, UnsubscribeTokens
+from .unsubscribe import Category, Subscription, UnsubscribeTokens
 from .wire import to_wire
 
 log = structlog.get_logger(__name__)
@@ -59,10 +60,10 @@ class Delivery:
 
     def __init__(self, *, store: NotificationStore, sender: SmtpSender,
                  announcer: OutcomeAnnouncer, settings: NotifierSettings,
-                 tokens: UnsubscribeTokens, suppressions: SuppressionList) -> None:
+                 tokens: UnsubscribeTokens) -> None:
         self._store, self._sender, self._announcer = store, sender, announcer
         self._settings = settings
-        self._tokens, self._suppressions = tokens, suppressions
+        self._tokens = tokens
         self._in_flight = asyncio.Semaphore(settings.concurrency)
 
     async def batch(self, items: list[BatchItem]) -> Sequence[BaseException | None]:
@@ -106,11 +107,10 @@ class Delivery:
         """Send ``email`` unless this event already sent it; returns the final row."""
         key = NotificationKey(source_event_id, email.recipient, email.template)
         message_id = key.message_id(self._settings.message_id_domain)
-        await self._store.queue(key, locale=email.locale, message_id=message_id)
-        # Read before taking the row's lock: a delivery then holds one connection at a time.
-        unsubscribed = await self._suppressions.contains(Subscription(
-            email.recipient, email.program_id, Category(email.category)))
-        async with self._store.exclusively(key.notification_id) as notification:
+        async with self._store.claim(key, locale=email.locale, message_id=message_id,
+                                     program_id=email.program_id,
+                                     category=email.category) as claim:
+            notification = claim.notification
             if notification.state is State.SENT:
                 await self._announcer.sent(notification)
                 return notification
@@ -120,7 +120,7 @@ class Delivery:
                 await self._announcer.failed(notification)
                 raise PoisonEvent(f"SMTP refused the email permanently: "
                                   f"{notification.last_error}", field="data.recipient.email")
-            if unsubscribed:
+            if claim.unsubscribed:
                 SUPPRESSED.labels(email.category).inc()
                 log.info("recipient unsubscribed; email not sent", template=email.template,
                          notification_id=notification.id)
@@ -157,9 +157,12 @@ class Delivery:
             before_sleep=_log_retry(notification.id),
             reraise=True,
         )
+        first = True  # counted when the row was claimed
         async for attempt in retrying:
             with attempt:
-                await self._store.attempt_started(notification.id)
+                if not first:
+                    await self._store.attempt_started(notification.id)
+                first = False
                 try:
                     await self._sender.send(message)
                 except TransientSmtpError as exc:

@@ -7,7 +7,6 @@ of the email that does go out twice carries the same Message-ID.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ import asyncpg
 from referral_events import derived_id
 
 # First half of the two-key advisory lock, so our locks never meet another component's.
-_LOCK_CLASS = 0x4E4F54  # "NOT"
+LOCK_CLASS = 0x4E4F54  # "NOT"
 _ERROR_MAX = 1000
 
 
@@ -72,6 +71,14 @@ class Notification:
                    sent_at=row["sent_at"])
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A notification taken on (:meth:`NotificationStore.claim`)."""
+
+    notification: Notification
+    unsubscribed: bool  # the recipient asked for no more emails of this kind
+
+
 class NotificationStore:
     """Notification rows in PostgreSQL (schema ``notifier`` on the pool's search path)."""
 
@@ -79,49 +86,51 @@ class NotificationStore:
         self._pool = pool
         self._holding: dict[str, asyncpg.Connection] = {}  # notification id → lock's conn
 
-    async def queue(self, key: NotificationKey, *, locale: str, message_id: str) -> None:
-        """Record that this email is owed; does nothing when the row already exists."""
-        async with self._pool.acquire() as conn:
-            await conn.execute(
-                "INSERT INTO notifications (id, source_event_id, recipient, template, locale,"
-                " message_id) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                key.notification_id, key.source_event_id, key.recipient, key.template, locale,
-                message_id)
-
     @asynccontextmanager
-    async def exclusively(self, notification_id: str) -> AsyncIterator[Notification]:
-        """Hold the row's lock for the block and yield its current state.
+    async def claim(self, key: NotificationKey, *, locale: str, message_id: str,
+                    program_id: str, category: str) -> AsyncIterator[Claim]:
+        """Record the email as owed (if new), hold its lock for the block, and yield its
+        state; one round trip (``claim_notification``, migration 0003).
 
+        When the row is still queued and the recipient has not unsubscribed from
+        ``category`` of ``program_id``, the attempt about to be made is already counted.
         Two workers handed the same event (e.g. during a rebalance) queue behind each other;
         the second then sees the first one's outcome instead of sending again. The lock is a
-        session advisory lock, so a worker that dies releases it with its connection.
+        session advisory lock, so a worker that dies releases it with its connection. A row
+        settled before (sent, failed, suppressed) comes back unlocked: nothing to guard.
         """
         async with self._pool.acquire() as conn:
-            released = False
+            claimed = False
             try:
-                await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", _LOCK_CLASS,
-                                   notification_id)
-                # The row's updates inside the block use this connection too: a delivery
-                # holds one connection at a time, so no number of concurrent ones can drain
-                # the pool.
-                self._holding[notification_id] = conn
-                row = await conn.fetchrow("SELECT * FROM notifications WHERE id = $1",
-                                          notification_id)
-                if row is None:
-                    raise LookupError(f"notification {notification_id} was never queued")
-                yield Notification.from_row(row)
+                row = await conn.fetchrow(
+                    "SELECT notification, unsubscribed, locked FROM claim_notification("
+                    "$1, $2, $3, $4, $5, $6, $7, $8, $9)", key.notification_id,
+                    key.source_event_id, key.recipient, key.template, locale, message_id,
+                    program_id, category, LOCK_CLASS)
+                claimed = True
+                assert row is not None  # a function call returns its one row
+                if row["locked"]:
+                    # The row's updates inside the block use this connection too: a delivery
+                    # holds one connection at a time, so no number of concurrent ones can
+                    # drain the pool.
+                    self._holding[key.notification_id] = conn
+                yield Claim(Notification.from_row(row["notification"]), row["unsubscribed"])
             finally:
-                self._holding.pop(notification_id, None)
-                with contextlib.suppress(Exception):
-                    await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))",
-                                       _LOCK_CLASS, notification_id)
-                    released = True
-                if not released:
-                    # Locking or unlocking failed or was cancelled: the session may still
-                    # hold the lock. Its end releases it (the pool does not reset sessions:
-                    # see keep_session).
+                # Held unless an outcome's write released it (release=True) or it was settled.
+                held = self._holding.pop(key.notification_id, None) is not None
+                if not claimed:
+                    # The claim failed or was cancelled: its session may hold the lock all
+                    # the same. The session's end releases it (the pool does not reset
+                    # sessions: see keep_session).
                     conn.terminate()
-
+                elif held:
+                    try:
+                        await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))",
+                                           LOCK_CLASS, key.notification_id)
+                    except BaseException as exc:
+                        conn.terminate()  # the same: the lock goes with the session
+                        if not isinstance(exc, Exception):
+                            raise
 
     async def attempt_started(self, notification_id: str) -> Notification:
         """Count one hand-over to SMTP (so a resend after a crash is visible in the row)."""
@@ -134,24 +143,37 @@ class NotificationStore:
             "UPDATE notifications SET last_error = $2 WHERE id = $1 RETURNING *",
             notification_id, error[:_ERROR_MAX])
 
+    # The outcomes: written with the lock released in the same statement (see claim()).
     async def mark_sent(self, notification_id: str) -> Notification:
         return await self._update(
             "UPDATE notifications SET state = 'sent', sent_at = now(), last_error = NULL"
-            " WHERE id = $1 RETURNING *", notification_id)
+            " WHERE id = $1 RETURNING *", notification_id, release=True)
 
     async def mark_failed(self, notification_id: str, error: str) -> Notification:
         return await self._update(
             "UPDATE notifications SET state = 'failed', last_error = $2 WHERE id = $1"
-            " RETURNING *", notification_id, error[:_ERROR_MAX])
+            " RETURNING *", notification_id, error[:_ERROR_MAX], release=True)
 
     async def mark_suppressed(self, notification_id: str) -> Notification:
         return await self._update(
             "UPDATE notifications SET state = 'suppressed' WHERE id = $1 RETURNING *",
-            notification_id)
+            notification_id, release=True)
 
-    async def _update(self, sql: str, notification_id: str, *args: object) -> Notification:
+    async def _update(self, sql: str, notification_id: str, *args: object,
+                      release: bool = False) -> Notification:
+        """Run ``sql`` (an UPDATE … RETURNING * of the row ``$1``) on the connection holding
+        the row's lock, if any. ``release``: and release that lock in the same statement
+        (the row lock the update takes keeps the next holder waiting until it commits)."""
         held = self._holding.get(notification_id)
-        if held is not None:
+        if held is not None and release:
+            lock_class = f"${len(args) + 2}"
+            row = await held.fetchrow(
+                f"WITH updated AS ({sql}) SELECT updated.*,"  # noqa: S608 - our own constants
+                f" pg_advisory_unlock({lock_class}, hashtext($1)) AS unlocked FROM updated",
+                notification_id, *args, LOCK_CLASS)
+            if row is not None:
+                del self._holding[notification_id]  # released: claim() has nothing to do
+        elif held is not None:
             row = await held.fetchrow(sql, notification_id, *args)
         else:
             async with self._pool.acquire() as conn:

@@ -85,10 +85,3 @@ class SuppressionList:
                 "INSERT INTO unsubscribes (recipient, program_id, category) VALUES ($1,$2,$3)"
                 " ON CONFLICT DO NOTHING RETURNING true",
                 subscription.recipient, subscription.program_id, subscription.category.value))
-
-    async def contains(self, subscription: Subscription) -> bool:
-        async with self._pool.acquire() as conn:
-            return bool(await conn.fetchval(
-                "SELECT true FROM unsubscribes WHERE recipient = $1 AND program_id = $2"
-                " AND category = $3", subscription.recipient, subscription.program_id,
-                subscription.category.value))

@@ -187,5 +187,4 @@ async def keep_session(connection: asyncpg.Connection) -> None:
     """The pool's reset on release (asyncpg already rolls back an open transaction): nothing
     more. asyncpg's default resets every session with a query (advisory locks, cursors,
     LISTEN, settings: none of which a notifier session keeps: the one lock is released or its
-    session terminated by :meth:`NotificationStore.exclusively`), a round trip per release,
-    three per email."""
+    session terminated by :meth:`NotificationStore.claim`), a round trip per release."""

@@ -5,6 +5,7 @@ partition is left where recovery put it."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from types import SimpleNamespace
@@ -86,6 +87,30 @@ def test_a_partition_is_handled_from_where_it_was_sought_and_in_order_only() -> 
     assert positions.admit(SRC, 8) is Admit.UNPOSITIONED
     positions.position({SRC: 7})
     assert positions.admit(SRC, 7) is Admit.HANDLE
+
+
+async def test_an_offset_is_committed_only_once_its_decisions_were_acknowledged() -> None:
+    loop = asyncio.get_running_loop()
+    positions = SourcePositions(["clicks"])
+    positions.position({SRC: 7})
+    first, second, third = loop.create_future(), loop.create_future(), loop.create_future()
+    positions.handled(SRC, 7, (first,))
+    positions.handled(SRC, 8)  # a click: nothing sent
+    positions.handled(SRC, 9, (second, third))
+    assert positions.admit(SRC, 10) is Admit.HANDLE  # the agent goes on meanwhile
+    assert positions.next_offset(SRC) == 7
+    second.set_result(None)  # acknowledged out of order: 9 is still not done
+    assert positions.next_offset(SRC) == 7
+    first.set_result(None)
+    assert positions.next_offset(SRC) == 9
+    third.set_exception(RuntimeError("never acknowledged"))  # stays uncommitted
+    assert positions.next_offset(SRC) == 9
+    positions.forget([SRC])  # revoked: its outputs no longer hold anything back
+    positions.position({SRC: 9})
+    assert positions.next_offset(SRC) == 9
+    positions.handled(SRC, 9, (loop.create_future(),))
+    positions.handled(SRC, 10, ())
+    assert positions.next_offset(SRC) == 9
 
 
 def test_a_gap_is_sought_back_once_a_second_until_it_is_filled() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -49,6 +50,8 @@ SEND_RETRIES = Counter("attribution_send_retries_total",
 GRACE_RESIGNAL_SECONDS = 10.0
 #: a source partition behind its end whose next offset has not moved for this long is re-read
 UNSTICK_SECONDS = 5.0
+#: decisions sent and not yet acknowledged, at most: the agent waits for the oldest beyond it
+MAX_UNCONFIRMED = 1000
 
 
 def create_app(settings: AttributionSettings | None = None) -> faust.App:
@@ -110,8 +113,17 @@ def create_app(settings: AttributionSettings | None = None) -> faust.App:
     async def send(topic: str, key: bytes | None, value: bytes) -> None:
         await until_sent(topic, lambda: kafka["producer"].send_and_wait(topic, value, key=key))
 
+    # The agent does not wait for a decision's acknowledgement before the next record: the
+    # decision's offset is committed only once it came (SourcePositions), and a decision
+    # replayed after a crash is the same decision (idempotent by conversion).
+    outputs: list[asyncio.Future[Any]] = []  # the current record's
+    unconfirmed: deque[asyncio.Future[Any]] = deque()  # every record's, oldest first
+
     async def emit(key: str, envelope: Envelope[Any]) -> None:
-        await send(topics.attributions.name, key.encode(), encode(envelope))
+        output = asyncio.ensure_future(send(topics.attributions.name, key.encode(),
+                                            encode(envelope)))
+        outputs.append(output)
+        unconfirmed.append(output)
 
     async def to_dead_letter(message: Any, topic: Topic, value: bytes, exc: EventError) -> None:
         await until_sent(topic.dead_letter, lambda: dead_letter(
@@ -139,6 +151,9 @@ def create_app(settings: AttributionSettings | None = None) -> faust.App:
 
         async def on_stop(self) -> None:
             await registry.stop()
+            if unconfirmed:  # decisions on their way: let them arrive (their offsets then
+                # commit), unless the broker is gone: they are re-decided after a restart
+                await asyncio.wait(list(unconfirmed), timeout=5)
             if "producer" in kafka:
                 await kafka["producer"].stop()
 
@@ -172,8 +187,12 @@ def create_app(settings: AttributionSettings | None = None) -> faust.App:
             tp = message.tp
             verdict = positions.admit(tp, message.offset)
             if verdict is Admit.HANDLE:
+                outputs.clear()
                 await handle(event)
-                positions.handled(tp, message.offset)
+                positions.handled(tp, message.offset, tuple(outputs))
+                while unconfirmed and (unconfirmed[0].done()
+                                       or len(unconfirmed) > MAX_UNCONFIRMED):
+                    await unconfirmed.popleft()
             elif verdict is Admit.AHEAD:
                 offset = positions.should_seek_back(tp)
                 if offset is not None:

@@ -18,7 +18,9 @@ So the agent's own bookkeeping decides what is committed (:class:`SourcePosition
   were skipped, and the agent seeks the partition back (at most once a second per partition)
   instead of handling it, so events are still decided in partition order; a record below it
   was handled already;
-* the commit offset of a source partition is that next offset; Faust's acknowledgements,
+* the commit offset of a source partition is that next offset, or the first offset whose
+  outputs (decisions) the broker has not acknowledged yet, whichever is lower: the agent
+  goes on to the next record without waiting for the acknowledgement; Faust's acknowledgements,
   gaps and read offsets are ignored for source partitions (changelog partitions keep Faust's
   rules): every record fetched reaches the agent, which alone decides what it handles;
 * once a rebalance has ended and the flow runs, the source partitions are sought to their
@@ -39,8 +41,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import faust
@@ -71,6 +73,8 @@ class SourcePositions:
         self._next: dict[TP, int] = {}
         self._sought: dict[TP, tuple[int, float]] = {}  # tp → (offset, when) of a seek back
         self._moved: dict[TP, tuple[int, float]] = {}  # tp → (next, since when unchanged)
+        # tp → (offset, its outputs not yet acknowledged), in offset order
+        self._unconfirmed: dict[TP, deque[tuple[int, Sequence[asyncio.Future[Any]]]]] = {}
 
     def position(self, offsets: Mapping[TP, int]) -> None:
         """The source partitions were sought to ``offsets`` (their committed offsets): handle
@@ -88,6 +92,7 @@ class SourcePositions:
             self._next.pop(tp, None)
             self._sought.pop(tp, None)
             self._moved.pop(tp, None)
+            self._unconfirmed.pop(tp, None)
 
     def admit(self, tp: TP, offset: int) -> Admit:
         expected = self._next.get(tp)
@@ -97,11 +102,24 @@ class SourcePositions:
             return Admit.HANDLE
         return Admit.SEEN if offset < expected else Admit.AHEAD
 
-    def handled(self, tp: TP, offset: int) -> None:
+    def handled(self, tp: TP, offset: int,
+                outputs: Sequence[asyncio.Future[Any]] = ()) -> None:
+        """The agent is done with ``offset``; ``outputs``: what it sent for it, awaiting
+        the broker's acknowledgement (``offset`` is committed only once they all have it)."""
         self._next[tp] = offset + 1
+        if outputs and not all(f.done() for f in outputs):
+            self._unconfirmed.setdefault(tp, deque()).append((offset, outputs))
 
     def next_offset(self, tp: TP) -> int | None:
-        """What may be committed for ``tp``: everything below it was decided."""
+        """What may be committed for ``tp``: everything below it was decided, and what the
+        decisions sent was acknowledged."""
+        waiting = self._unconfirmed.get(tp)
+        while waiting:
+            offset, outputs = waiting[0]
+            if not all(f.done() and not f.cancelled() and f.exception() is None
+                       for f in outputs):
+                return offset
+            waiting.popleft()
         return self._next.get(tp)
 
     def should_seek_back(self, tp: TP, now: float | None = None) -> int | None:

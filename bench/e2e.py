@@ -62,6 +62,7 @@ import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from email import policy
+from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any
@@ -134,14 +135,28 @@ class SinkHandler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         now = time.monotonic()
         raw = envelope.original_content or envelope.content
-        subject = str(self._parser.parsebytes(raw if isinstance(raw, bytes) else raw.encode())
-                      .get("Subject", "")).lower()
+        subject = self._subject(raw if isinstance(raw, bytes) else raw.encode()).lower()
         kind = ("pending" if "pending" in subject else "approved" if "available" in subject
                 else "reversed" if "reversed" in subject else "rejected"
                 if "not approved" in subject else "other")
         self._out.write("".join(f"{now:.6f}\t{rcpt.lower()}\t{kind}\n"
                                 for rcpt in envelope.rcpt_tos))
         return "250 Message accepted for delivery"
+
+    def _subject(self, raw: bytes) -> str:
+        """The Subject, from its own lines only (the stdlib's parser of the whole header,
+        ~0.35 ms a message, was the sink's largest cost): unfolded, encoded words decoded."""
+        lines = raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+        for i, line in enumerate(lines):
+            if line[:8].lower() == b"subject:":
+                value = line[8:]
+                for more in lines[i + 1:]:
+                    if more[:1] not in (b" ", b"\t"):
+                        break
+                    value += more
+                text = value.decode("ascii", "replace").strip()
+                return str(make_header(decode_header(text))) if "=?" in text else text
+        return str(self._parser.parsebytes(raw).get("Subject", ""))
 
 
 def _sink_process(port: int, path: str) -> None:
@@ -266,6 +281,10 @@ async def start_stack(workdir: Path, pg: EmbeddedPostgres, broker: EmbeddedBroke
         "NOTIFIER_PUBLIC_URL": f"http://127.0.0.1:{ports['notifier']}",
         "NOTIFIER_REWARDS_URL": f"http://127.0.0.1:{ports['rewards']}",
         "NOTIFIER_DIGEST_PERIOD": "off",
+        # Emails in flight (and SMTP sessions): the default, 8, suits any relay; the sink takes
+        # as many sessions as it is offered. 32 sent ~13 % more emails/s at 200/s than 8 did,
+        # 64 no more than 32 (docs/performance.md).
+        "NOTIFIER_CONCURRENCY": "32",
         # The synthetic load is one programme key; the default budgets are per real shop.
         "TRACKER_RATE_LIMIT_SECRET": "unlimited",
         "TRACKER_CLICK_DEDUPE_CAPACITY": str(max(200_000, CLICKS * 2)),

@@ -41,12 +41,15 @@ def process_cpu_seconds(pid: int) -> float | None:
 
 
 def tree_cpu_seconds(pid: int) -> float | None:
-    """CPU seconds of process ``pid`` and its children alive now (PostgreSQL: the postmaster
-    and its backends); None once ``pid`` is gone."""
-    own = process_cpu_seconds(pid)
-    if own is None:
+    """CPU seconds of process ``pid`` and its children, those alive now and those it reaped
+    (PostgreSQL: the postmaster and its backends, a pool's closed connections included);
+    None once ``pid`` is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
         return None
-    total = own
+    # utime, stime, and cutime, cstime: the children it waited for
+    total = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()

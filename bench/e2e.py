@@ -10,7 +10,7 @@ code-conversion-rate fraud checks off, since synthetic traffic trips them by des
 ``20,000 x BENCH_E2E_SCALE`` referrers (32 requests in flight). Then ``200,000 x scale``
 clicks through ``POST /v1/batch`` (500 per batch), waited for until the stats API counts all
 of them (attribution has then seen every click). Then conversions at stepped offered rates
-(100, 200, 400, 800, … per second; ``15 x scale`` s a step, at least 4 s; 200/s gets a
+(25, 50, 100, 200, 400, … per second; ``15 x scale`` s a step, at least 3 s; 200/s gets a
 third longer), open loop, ``20,000 x scale`` in all: 3 % are sent again 1 s later (a
 checkout retry: must earn nothing more), 2 % are reversed (refund) 3 s later, 2 % are
 self-referrals (the customer is the referrer: must earn nothing).

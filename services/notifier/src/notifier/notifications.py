@@ -117,7 +117,11 @@ class NotificationStore:
                 yield Claim(Notification.from_row(row["notification"]), row["unsubscribed"])
             finally:
                 # Held unless an outcome's write released it (release=True) or it was settled.
-                held = self._holding.pop(key.notification_id, None) is not None
+                # (Compared with our connection: the entry of a concurrent claim of the same
+                # email in this process is never ours to drop.)
+                held = self._holding.get(key.notification_id) is conn
+                if held:
+                    del self._holding[key.notification_id]
                 if not claimed:
                     # The claim failed or was cancelled: its session may hold the lock all
                     # the same. The session's end releases it (the pool does not reset
@@ -171,7 +175,7 @@ class NotificationStore:
                 f"WITH updated AS ({sql}) SELECT updated.*,"  # noqa: S608 - our own constants
                 f" pg_advisory_unlock({lock_class}, hashtext($1)) AS unlocked FROM updated",
                 notification_id, *args, LOCK_CLASS)
-            if row is not None:
+            if row is not None and self._holding.get(notification_id) is held:
                 del self._holding[notification_id]  # released: claim() has nothing to do
         elif held is not None:
             row = await held.fetchrow(sql, notification_id, *args)

@@ -111,6 +111,12 @@ async def test_an_offset_is_committed_only_once_its_decisions_were_acknowledged(
     positions.handled(SRC, 9, (loop.create_future(),))
     positions.handled(SRC, 10, ())
     assert positions.next_offset(SRC) == 9
+    positions.forget([SRC])
+    positions.position({SRC: 11})
+    failed = loop.create_future()
+    failed.set_exception(RuntimeError("refused"))
+    positions.handled(SRC, 11, (failed,))  # failed before it was handed over: held back too
+    assert positions.next_offset(SRC) == 11
 
 
 def test_a_gap_is_sought_back_once_a_second_until_it_is_filled() -> None:

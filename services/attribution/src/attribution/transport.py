@@ -107,7 +107,7 @@ class SourcePositions:
         """The agent is done with ``offset``; ``outputs``: what it sent for it, awaiting
         the broker's acknowledgement (``offset`` is committed only once they all have it)."""
         self._next[tp] = offset + 1
-        if outputs and not all(f.done() for f in outputs):
+        if not all(map(_acknowledged, outputs)):
             self._unconfirmed.setdefault(tp, deque()).append((offset, outputs))
 
     def next_offset(self, tp: TP) -> int | None:
@@ -116,8 +116,7 @@ class SourcePositions:
         waiting = self._unconfirmed.get(tp)
         while waiting:
             offset, outputs = waiting[0]
-            if not all(f.done() and not f.cancelled() and f.exception() is None
-                       for f in outputs):
+            if not all(map(_acknowledged, outputs)):
                 return offset
             waiting.popleft()
         return self._next.get(tp)
@@ -152,6 +151,12 @@ class SourcePositions:
                 self._moved[tp] = (expected, now)
                 due[tp] = expected
         return due
+
+
+def _acknowledged(output: asyncio.Future[Any]) -> bool:
+    """The send succeeded (a failed or cancelled one holds its offset back for good: the
+    record is decided again after a restart)."""
+    return output.done() and not output.cancelled() and output.exception() is None
 
 
 class ResettingConsumerThread(driver.AIOKafkaConsumerThread):

@@ -30,33 +30,38 @@ def machine() -> dict[str, str | int]:
             "system": f"{platform.system()} {platform.release()}"}
 
 
+def _stat(path: Path) -> list[str] | None:
+    """The fields of a /proc/<pid>/stat after the command name (field 3 on), or None once
+    the process is gone."""
+    try:
+        return path.read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _seconds(ticks: list[str]) -> float:
+    return sum(int(t) for t in ticks) / os.sysconf("SC_CLK_TCK")
+
+
 def process_cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds process ``pid`` has used so far (all its threads), from
     /proc; None once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    fields = _stat(Path(f"/proc/{pid}/stat"))
+    return None if fields is None else _seconds(fields[11:13])
 
 
 def tree_cpu_seconds(pid: int) -> float | None:
     """CPU seconds of process ``pid`` and its children, those alive now and those it reaped
     (PostgreSQL: the postmaster and its backends, a pool's closed connections included);
     None once ``pid`` is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
+    fields = _stat(Path(f"/proc/{pid}/stat"))
+    if fields is None:
         return None
-    # utime, stime, and cutime, cstime: the children it waited for
-    total = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    total = _seconds(fields[11:15])  # utime, stime, and cutime, cstime: the children it reaped
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid:
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        child = _stat(stat)
+        if child is not None and int(child[1]) == pid:
+            total += _seconds(child[11:13])
     return total
 
 

@@ -342,6 +342,11 @@ class Conversion:
     status: str = ""  # accepted | duplicate | error
     resent: bool = False
 
+    @property
+    def measured(self) -> bool:
+        """Accepted, and owes its referrer a pending email (the one whose latency counts)."""
+        return self.kind == "normal" and self.status == "accepted"
+
 
 def progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -550,7 +555,7 @@ def latencies(convs: list[Conversion], referrers: list[dict[str, str]], sink: Si
     first = first_arrivals(sink)
     out = []
     for c in convs:
-        if c.kind == "normal" and c.status == "accepted":
+        if c.measured:
             at = first.get((referrers[c.referrer]["email"], kind))
             out.append((at - c.sent_at) * 1000 if at else float("inf"))
     return out
@@ -618,7 +623,7 @@ async def reward_written_at(database_url: str) -> dict[str, float]:
 def reward_latencies(convs: list[Conversion], written_at: dict[str, float]) -> list[float]:
     """202's request -> the rewards worker writing the reward (attribution + worker), ms."""
     return [(written_at[c.conversion_id] - c.sent_wall) * 1000 for c in convs
-            if c.kind == "normal" and c.status == "accepted" and c.conversion_id in written_at]
+            if c.measured and c.conversion_id in written_at]
 
 
 async def topic_times(bootstrap: str, topic: str, wanted: str) -> dict[str, float]:
@@ -664,7 +669,7 @@ async def hop_figures(bootstrap: str, topics: TopicRegistry, convs: list[Convers
     first = first_arrivals(sink)
     hops: dict[str, list[float]] = defaultdict(list)
     for c in convs:
-        if c.kind != "normal" or c.status != "accepted":
+        if not c.measured:
             continue
         email = first.get((referrers[c.referrer]["email"], "pending"))
         chain = [("tracker", c.sent_wall), ("attribution", conversion_at.get(c.conversion_id)),
@@ -739,7 +744,7 @@ def plot(convs: list[Conversion], referrers: list[dict[str, str]], sink: Sink,
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
     xs, ys = [], []
     for c in convs:
-        if c.kind == "normal" and c.status == "accepted":
+        if c.measured:
             at = first.get((referrers[c.referrer]["email"], "pending"))
             if at:
                 xs.append(c.sent_at - t0)

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from pydantic_core import to_json
 
 from .base import EventData, model_for
-from .envelope import Envelope, new_event
+from .envelope import Envelope, envelope_type, new_event
 from .errors import (
     InvalidEnvelope,
     InvalidEventData,
@@ -111,7 +111,7 @@ def decode_document(doc: dict[str, Any]) -> Envelope[EventData]:
         field, msg = _first_error(exc, "data.")
         raise InvalidEventData(msg, field=field) from None
     try:
-        return Envelope[model].model_validate({**doc, "data": payload})  # type: ignore[valid-type]
+        return envelope_type(model).model_validate({**doc, "data": payload})
     except ValidationError as exc:
         field, msg = _first_error(exc)
         raise InvalidEnvelope(msg, field=field) from None

@@ -8,10 +8,14 @@ import pytest
 from attribution.rules import (
     CODE_CHANNEL,
     MAX_CLICKS_PER_CODE,
+    VISITOR_DEDUPE,
     Click,
     decide,
+    is_repeat_visit,
     remember_click,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from referral_events import (
     AttributionModel,
     CodeSource,
@@ -180,3 +184,48 @@ def test_click_log_prunes_and_keeps_the_first_click() -> None:
     assert len(log) == MAX_CLICKS_PER_CODE
     assert ids[0] == "c0" and ids[-1] == f"c{MAX_CLICKS_PER_CODE + 9}"
     assert remember_click(log, log[-1], window_days=30, now=now) == log  # idempotent
+
+
+def _remember_by_sorting(clicks, click, *, window_days, now):
+    """remember_click's definition, without its shortcut for a click appended at the end."""
+    horizon = now - timedelta(days=window_days)
+    kept = sorted({c.click_id: c for c in [*clicks, click] if c.clicked_at >= horizon}.values(),
+                  key=lambda c: c.clicked_at)
+    if len(kept) > MAX_CLICKS_PER_CODE:
+        kept = [kept[0], *kept[-(MAX_CLICKS_PER_CODE - 1):]]
+    return kept
+
+
+def _is_repeat_by_definition(clicks, click):
+    return any(seen.click_id == click.click_id or (
+        click.visitor and seen.visitor == click.visitor
+        and timedelta(0) <= click.clicked_at - seen.clicked_at < VISITOR_DEDUPE)
+        for seen in clicks)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 12), st.integers(-50 * 24 * 60, 10),
+                          st.sampled_from([None, "v1", "v2"])), max_size=120))
+def test_a_click_log_is_what_sorting_every_click_gives(steps) -> None:
+    """remember_click's shortcut and is_repeat_visit's scans agree with their definitions,
+    whatever the order, repeats, visitors and ages of the clicks (minutes before now)."""
+    log: list[Click] = []
+    for n, (ident, minutes, visitor) in enumerate(steps):
+        click = Click(f"c{ident if n % 3 else n}", T0 + timedelta(minutes=minutes), "x",
+                      visitor)
+        assert is_repeat_visit(log, click) == _is_repeat_by_definition(log, click)
+        expected = _remember_by_sorting(log, click, window_days=30, now=T0)
+        log = remember_click(log, click, window_days=30, now=T0)
+        assert log == expected
+
+
+def test_the_same_visitor_is_one_visit_for_an_hour_exactly() -> None:
+    first = Click("c1", T0, "x", "v1")
+    log = [first]
+    assert is_repeat_visit(log, Click("c2", T0 + VISITOR_DEDUPE - timedelta(microseconds=1),
+                                      "x", "v1"))
+    assert not is_repeat_visit(log, Click("c2", T0 + VISITOR_DEDUPE, "x", "v1"))
+    assert not is_repeat_visit(log, Click("c2", T0 - timedelta(seconds=1), "x", "v1"))
+    assert not is_repeat_visit(log, Click("c2", T0, "x", "v2"))
+    assert not is_repeat_visit(log, Click("c2", T0, "x", None))
+    assert is_repeat_visit(log, Click("c1", T0 + timedelta(days=2), "x", None))  # a replay

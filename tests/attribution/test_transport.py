@@ -8,12 +8,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+import weakref
 from types import SimpleNamespace
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.consumer.fetcher import OffsetResetStrategy
+from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
+from attribution.changelog import CommitTimeTable
 from attribution.transport import Admit, App, ResettingConsumerThread, SourcePositions
+from faust.streams import _current_event
+from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 
 
@@ -181,3 +186,54 @@ async def test_the_worker_consumer_fetches_with_the_configured_wait(monkeypatch)
         assert consumer._fetch_max_wait_ms == 37
     finally:
         await consumer.stop()
+
+
+class _Event:  # Faust holds the current event by weak reference
+    message: SimpleNamespace
+
+
+async def test_table_changes_are_sent_before_a_commit_and_again_if_refused(monkeypatch):
+    """attribution.changelog: the last value of each changed key, once per commit; a refused
+    send keeps the commit back and the keys marked."""
+    app = App(f"changelog-{uuid.uuid4().hex[:8]}", broker="kafka://127.0.0.1:9",
+              web_enabled=False, Table=CommitTimeTable)
+    table = app.Table("clicks-by-code", default=None, partitions=4)
+    sent: list[tuple[int, str, object]] = []
+    refuse = True
+
+    def send_changelog(partition, key, value, key_serializer=None, value_serializer=None):
+        fut = asyncio.get_running_loop().create_future()
+        sent.append((partition, key, value))
+        if refuse:
+            fut.set_exception(KafkaError("refused"))
+        else:
+            fut.set_result(None)
+        return fut
+
+    monkeypatch.setattr(table, "send_changelog", send_changelog)
+    commits: list[dict] = []
+
+    async def commit_offsets(self, offsets, start_new_transaction=True):
+        commits.append(dict(offsets))
+        return True
+
+    monkeypatch.setattr(driver.Consumer, "_commit_offsets", commit_offsets)
+    monkeypatch.setattr(table, "_verify_source_topic_partitions", lambda topic: None)
+    event = _Event()
+    event.message = SimpleNamespace(topic="clicks", partition=2)
+    token = _current_event.set(weakref.ref(event))
+    try:  # writes as the agent makes them, while it handles an event of partition 2
+        for n in range(5):
+            table["ABC123"] = n
+        table["XYZ789"] = "gone"
+        del table["XYZ789"]
+    finally:
+        _current_event.reset(token)
+    assert table.changed == 2 and sent == []
+
+    assert not await app.consumer._commit_offsets({SRC: 9})
+    assert commits == [] and table.changed == 2  # refused: no commit, sent again next time
+    refuse, sent[:] = False, []
+    assert await app.consumer._commit_offsets({SRC: 9})
+    assert sorted(sent) == [(2, "ABC123", 4), (2, "XYZ789", None)]  # latest value, tombstone
+    assert commits == [{SRC: 9}] and table.changed == 0

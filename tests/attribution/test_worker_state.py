@@ -3,10 +3,13 @@ tables recover from their changelogs, and two workers decide exactly what one wo
 
 from __future__ import annotations
 
+import json
 import signal
+import time
 import uuid
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from referral_events import (
     ClickRecorded,
     ReferralAttributed,
@@ -14,6 +17,7 @@ from referral_events import (
     ReferralStatsCounted,
     RejectionReason,
     TopicRegistry,
+    encode,
     new_event,
     utcnow,
 )
@@ -170,3 +174,40 @@ async def test_hourly_counts_reach_the_stats_topic(platform_env, run_service, ka
     counts = latest(events)
     assert (counts["clicks"], counts["conversions"], counts["attributed"]) == (2, 1, 1)
     assert counts["revenue"] == 2500 and counts["program_id"] == "prg_1"
+
+
+async def test_a_click_log_is_written_to_its_changelog_per_commit_not_per_click(
+        platform_env, run_service, kafka_bootstrap, topics):
+    """Tables send their changelog at commit (attribution.changelog): forty clicks of one
+    code handled between two commits leave one record or two, the last one holding them
+    all, which is what a restarted worker recovers (the kill test above)."""
+    code = "L0GC0DE"
+    await _registry(kafka_bootstrap, topics, code)
+    await _start_worker(run_service, platform_env)
+    clicks = [ClickRecorded(click_id=new_click_id(code), program_id="prg_1", code=code,
+                            channel="qr", occurred_at=utcnow()) for _ in range(40)]
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=False)
+    await producer.start()
+    try:  # one batch: the worker reads them well within one commit interval
+        for click in clicks:
+            await producer.send(topics.clicks.name, encode(new_event(click, source="tracker")),
+                                key=code.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+    changelog = f"{topics.prefix}referral-attribution-clicks-by-code-changelog"
+    wanted = [c.click_id for c in clicks]
+    records: list[list] = []
+    consumer = AIOKafkaConsumer(changelog, bootstrap_servers=kafka_bootstrap,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not records or [entry[0] for entry in records[-1]] != wanted:
+            assert time.monotonic() < deadline, f"last record: {records[-1:]}"
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                records += [json.loads(r.value) for r in batch if r.key == f'"{code}"'.encode()]
+    finally:
+        await consumer.stop()
+    assert len(records) < len(clicks) / 4, f"{len(records)} changelog records for 40 clicks"

@@ -39,6 +39,7 @@ from referral_kit.kafka import ensure_topics, make_producer
 from referral_kit.registry_cache import RegistryCache
 
 from . import stats
+from .changelog import CommitTimeTable
 from .config import AttributionSettings
 from .processor import AttributionProcessor
 from .transport import Admit, App, SourcePositions
@@ -75,6 +76,7 @@ def create_app(settings: AttributionSettings | None = None) -> faust.App:
         producer_acks=-1,
         producer_max_batch_size=settings.producer_max_batch_size,
         table_cleanup_interval=60.0,
+        Table=CommitTimeTable,  # one changelog record per key changed, at commit
     )
     source = app.topic(topics.clicks.name, topics.conversions.name, value_serializer="raw",
                        key_serializer="raw", partitions=settings.topic_partitions,
@@ -243,7 +245,6 @@ def create_app(settings: AttributionSettings | None = None) -> faust.App:
     @app.on_rebalance_complete.connect
     async def on_rebalance_complete(sender: Any, **kwargs: Any) -> None:
         processor.mark_recent_dirty(utcnow() - timedelta(hours=2))
-        processor.forget_parsed()
         assigned.set()
 
     @app.on_partitions_revoked.connect

@@ -59,7 +59,6 @@ class AttributionProcessor:
         self._counts: MutableMapping[str, Any] = counts if counts is not None else {}
         self._dirty: set[str] = set()
         self._grace = timedelta(seconds=grace_seconds)
-        self._logs: dict[str, tuple[Any, list[Click]]] = {}  # code → (table value, parsed)
 
     # -- stats -----------------------------------------------------------------------
     def _count(self, key: str, counts: stats.Counts) -> None:
@@ -80,30 +79,12 @@ class AttributionProcessor:
 
     # -- click logs --------------------------------------------------------------------
     def click_log(self, code: str) -> list[Click]:
-        """The code's click log, parsed once per table value: the value last read or written
-        is kept with its parsed form and reused while the table still holds that very object
-        (a memory store hands out what was stored; anything else is parsed again)."""
-        raw = self._clicks.get(code)
-        cached = self._logs.get(code)
-        if cached is not None and cached[0] is raw:
-            return cached[1]
-        clicks = [_click_from(c) for c in raw or []]
-        self._logs[code] = (raw, clicks)
-        return clicks
-
-    def _store_click_log(self, code: str, clicks: list[Click]) -> None:
-        stored: dict[int, Any] = {}  # clicks kept from the cached log keep their stored form
-        cached = self._logs.get(code)
-        if cached is not None and cached[0]:
-            stored = {id(c): r for c, r in zip(cached[1], cached[0], strict=True)
-                      if isinstance(r, list)}
-        raw = [stored.get(id(c)) or _click_to(c) for c in clicks]
-        self._clicks[code] = raw
-        self._logs[code] = (raw, clicks)
-
-    def forget_parsed(self) -> None:
-        """Drop the parsed click logs (after a rebalance: partitions may have moved)."""
-        self._logs.clear()
+        """The code's click log: the clicks the table holds (:class:`ClickLog`), or a log
+        recovered from the changelog, parsed (until the code's next click stores it)."""
+        stored = self._clicks.get(code)
+        if isinstance(stored, ClickLog):
+            return stored.clicks
+        return [_click_from(c) for c in stored or []]
 
     async def on_click(self, click: ClickRecorded) -> None:
         program = self._registry.program(click.program_id)
@@ -115,8 +96,8 @@ class AttributionProcessor:
                                    click.occurred_at)
             self._count(key, stats.count_click(self._counts.get(key)))
         updated = remember_click(log_, seen, window_days=window, now=utcnow())
-        if updated != log_:  # a replayed click changes nothing: no changelog record for it
-            self._store_click_log(click.code, updated)
+        if updated != log_:  # a replayed click changes nothing: no table write
+            self._clicks[click.code] = ClickLog(updated)
         held = self._waiting.get(click.code) or []
         if held:  # conversions that were waiting for a click of this code: decide them again
             self._waiting[click.code] = []
@@ -228,6 +209,26 @@ class AttributionProcessor:
         WAITING.inc()
 
 
+class ClickLog:
+    """A code's click log as its table holds it: the clicks, oldest first. Its changelog
+    record is written compactly (``__json__``, read by Faust's JSON codec), once per commit
+    (:mod:`attribution.changelog`), not on every click; :meth:`AttributionProcessor.click_log`
+    reads that record back."""
+
+    __slots__ = ("clicks",)
+
+    def __init__(self, clicks: list[Click]) -> None:
+        self.clicks = clicks
+
+    def __json__(self) -> list[list[str | int]]:
+        return [_click_to(c) for c in self.clicks]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ClickLog) and other.clicks == self.clicks
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking value: not a key
+
+
 def _decided_state(raw: Any) -> dict[str, Any] | None:
     if raw is None:
         return None
@@ -241,7 +242,7 @@ _MICROSECOND = timedelta(microseconds=1)
 
 
 def _click_to(click: Click) -> list[str | int]:
-    """A click of the log as stored (compact: the log is rewritten on every click):
+    """A click of the log as its changelog record holds it (compact):
     ``[click_id, clicked_at in µs since the epoch (UTC), channel(, visitor)]``."""
     raw: list[str | int] = [click.click_id, (click.clicked_at - _EPOCH) // _MICROSECOND,
                             click.channel]

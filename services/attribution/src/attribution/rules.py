@@ -124,10 +124,17 @@ def _match_click(conversion: ConversionRecorded, program: ProgramEntry,
 def remember_click(clicks: Sequence[Click], click: Click, *, window_days: int,
                    now: datetime) -> list[Click]:
     """The click log of a code after ``click``: expired clicks dropped, the first click kept
-    (first-click needs it) and at most :data:`MAX_CLICKS_PER_CODE` of the latest ones."""
+    (first-click needs it) and at most :data:`MAX_CLICKS_PER_CODE` of the latest ones.
+    ``clicks`` is a log this function returned (oldest first)."""
     horizon = now - timedelta(days=window_days)
-    kept = sorted({c.click_id: c for c in [*clicks, click] if c.clicked_at >= horizon}.values(),
-                  key=lambda c: c.clicked_at)
+    if (clicks and clicks[0].clicked_at >= horizon and click.clicked_at >= clicks[-1].clicked_at
+            and click.click_id not in [c.click_id for c in clicks]):
+        # the usual case, a new click later than any in an unexpired log: appended (what the
+        # general case below yields, without a sort)
+        kept = [*clicks, click]
+    else:
+        kept = sorted({c.click_id: c for c in [*clicks, click]
+                       if c.clicked_at >= horizon}.values(), key=lambda c: c.clicked_at)
     if len(kept) > MAX_CLICKS_PER_CODE:
         kept = [kept[0], *kept[-(MAX_CLICKS_PER_CODE - 1):]]
     return kept
@@ -136,10 +143,12 @@ def remember_click(clicks: Sequence[Click], click: Click, *, window_days: int,
 def is_repeat_visit(clicks: Sequence[Click], click: Click) -> bool:
     """True when ``click`` is already in the log (a replay) or the same visitor clicked this
     code within :data:`VISITOR_DEDUPE` before it: it is then not counted again."""
-    for seen in clicks:
-        if seen.click_id == click.click_id:
-            return True
-        if (click.visitor and seen.visitor == click.visitor
-                and timedelta(0) <= click.clicked_at - seen.clicked_at < VISITOR_DEDUPE):
-            return True
-    return False
+    # once per click of the code: the common answer (no) from two scans in C
+    if click.click_id in [seen.click_id for seen in clicks]:
+        return True
+    visitor = click.visitor
+    if not visitor or visitor not in [seen.visitor for seen in clicks]:
+        return False
+    at = click.clicked_at
+    since = at - VISITOR_DEDUPE
+    return any(seen.visitor == visitor and since < seen.clicked_at <= at for seen in clicks)

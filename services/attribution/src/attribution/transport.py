@@ -51,6 +51,8 @@ from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 from prometheus_client import Counter
 
+from .changelog import CommitTimeTable, send_changed
+
 GAPS = Counter("attribution_source_gaps_total",
                "Source records skipped before the agent (the partition was sought back)",
                ["topic"])
@@ -268,6 +270,17 @@ class ResettingConsumer(driver.Consumer):
         self._acked_index[tp].clear()
         return positions.next_offset(tp)
 
+    async def _commit_offsets(self, offsets: Mapping[TP, int],
+                              start_new_transaction: bool = True) -> bool:
+        # ``offsets`` were computed from what the agent had finished: the tables' changes
+        # since the last commit include all of theirs (attribution.changelog)
+        if not await send_changed(self.app.tables.values()):
+            self.log.warning("changelog records were refused: offsets not committed, the "
+                             "records are sent again with the next commit")
+            return False
+        committed: bool = await super()._commit_offsets(offsets, start_new_transaction)
+        return committed
+
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         positions = self._positions
         if positions is None or tp.topic not in positions.topics:
@@ -290,6 +303,20 @@ class App(faust.App):
 
     def _new_transport(self) -> Any:
         return Transport(self.conf.broker_consumer, self)
+
+    async def _producer_flush(self, logger: Any) -> None:
+        # partitions are being given up: what the tables changed goes first (the next
+        # owner recovers from it), before Faust's flush waits for the producer. Not when
+        # the app stops: the consumer's last commit sent what its offsets need.
+        if not self.should_stop:
+            await send_changed(self.tables.values())
+        await super()._producer_flush(logger)
+
+    async def _on_partitions_revoked(self, revoked: set[TP]) -> None:
+        await super()._on_partitions_revoked(revoked)
+        for table in self.tables.values():
+            if isinstance(table, CommitTimeTable):
+                table.forget_changed(revoked)  # could not be sent: handled again elsewhere
 
     def on_rebalance_end(self) -> None:
         super().on_rebalance_end()

@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
+from attribution import stats
 from attribution.processor import AttributionProcessor
 from faust.serializers.codecs import get_codec
+from hypothesis import given
+from hypothesis import strategies as st
 from referral_events import (
     AttributionGraceExpired,
     ClickRecorded,
@@ -203,3 +206,11 @@ async def test_click_logs_are_written_compactly_and_the_first_format_is_still_re
     [decision] = emitted
     assert decision.data.click_id == "clk_ABC123_old" and decision.data.channel == "qr"
     assert decision.data.clicked_at == at - timedelta(minutes=1)
+
+
+@given(st.datetimes(min_value=datetime(1960, 1, 1), max_value=datetime(2100, 1, 1),
+                    timezones=st.sampled_from([UTC, timezone(timedelta(hours=-9, minutes=-30)),
+                                               timezone(timedelta(hours=14))])))
+def test_a_bucket_is_named_by_its_utc_hour(at):
+    assert stats.bucket_key("prg_1", "ABC123", "qr", at) == \
+        f"prg_1|ABC123|qr|{stats.hour_of(at).isoformat()}"

@@ -230,6 +230,7 @@ async def test_table_changes_are_sent_before_a_commit_and_again_if_refused(monke
     finally:
         _current_event.reset(token)
     assert table.changed == 2 and sent == []
+    assert (table.get("ABC123"), table.get("XYZ789"), table.get("?", 7)) == (4, None, 7)
 
     assert not await app.consumer._commit_offsets({SRC: 9})
     assert commits == [] and table.changed == 2  # refused: no commit, sent again next time

@@ -31,6 +31,7 @@ from referral_events import (
     decode,
     derived_id,
     encode,
+    encode_new_event,
     new_event,
     utcnow,
 )
@@ -115,6 +116,22 @@ def create_app(settings: AttributionSettings | None = None) -> faust.App:
     async def send(topic: str, key: bytes | None, value: bytes) -> None:
         await until_sent(topic, lambda: kafka["producer"].send_and_wait(topic, value, key=key))
 
+    async def send_many(topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+        """Send all at once (they share produce requests), each until the broker has it:
+        handed to the producer together, and only those refused go through :func:`send`."""
+        producer, handed = kafka["producer"], []
+        for key, value in messages:
+            try:
+                handed.append((key, value, await producer.send(topic, value, key=key)))
+            except KafkaError:
+                handed.append((key, value, None))
+        await asyncio.gather(*(f for _, _, f in handed if f is not None),
+                             return_exceptions=True)
+        refused = [(key, value) for key, value, f in handed
+                   if f is None or f.cancelled() or f.exception() is not None]
+        if refused:
+            await asyncio.gather(*(send(topic, key, value) for key, value in refused))
+
     # The agent does not wait for a decision's acknowledgement before the next record: the
     # decision's offset is committed only once it came (SourcePositions), and a decision
     # replayed after a crash is the same decision (idempotent by conversion).
@@ -184,7 +201,8 @@ def create_app(settings: AttributionSettings | None = None) -> faust.App:
         # Only the next offset of a partition is handled, and only what was handled is
         # committed (.transport): Faust acknowledges records it skipped, we must not.
         async for event in stream.events():
-            await started.wait()
+            if not started.is_set():
+                await started.wait()
             message = event.message
             tp = message.tp
             verdict = positions.admit(tp, message.offset)
@@ -234,13 +252,13 @@ def create_app(settings: AttributionSettings | None = None) -> faust.App:
         """Publish the hourly counts that changed (absolute, versioned: idempotent)."""
         if not started.is_set():
             return
-        due = []
+        now, due = utcnow(), []
         for key, bucket in processor.stats_due():
             event = stats.stats_event(key, bucket)
-            due.append((key.encode(), encode(new_event(
-                event, source="attribution", id=derived_id("stats", key, str(event.version))))))
-        # all at once: they share produce requests instead of costing a round trip each
-        await asyncio.gather(*(send(topics.stats.name, key, value) for key, value in due))
+            due.append((key.encode(), encode_new_event(
+                event, source="attribution", time=now,
+                id=derived_id("stats", key, str(event.version)))))
+        await send_many(topics.stats.name, due)
 
     @app.on_rebalance_complete.connect
     async def on_rebalance_complete(sender: Any, **kwargs: Any) -> None:

@@ -33,6 +33,10 @@ from faust.types import TP
 from faust.types.tuples import FutureMessage
 
 
+SEND_SLICE = 100
+"""Changed keys handed to the producer at a time (see :meth:`CommitTimeTable.send_changed`)."""
+
+
 class CommitTimeTable(faust.Table):
     """A :class:`faust.Table` whose changelog is sent by :meth:`send_changed`."""
 
@@ -54,17 +58,35 @@ class CommitTimeTable(faust.Table):
         self._maybe_del_key_ttl(key, partition)
         self._sensor_on_del(self, key)
 
+    def get(self, key: Any, default: Any = None) -> Any:
+        """A read straight from the store (0.6 µs, not 3–4: ``Mapping.get`` goes through
+        ``__getitem__``, a sensor call and, for a missing key, a KeyError). Only without a
+        default factory, which would have to create the missing entry."""
+        if self.default is not None:
+            return super().get(key, default)
+        return self.data.get(key, default)
+
     @property
     def changed(self) -> int:
         """Keys written since the last send."""
         return len(self._changed)
 
-    def send_changed(self) -> dict[Any, tuple[int, FutureMessage]]:
+    async def send_changed(self) -> dict[Any, tuple[int, FutureMessage]]:
         """Hand every key changed since the last call to the producer with its current value
-        (a deleted key as a tombstone): key → (partition, the send's future)."""
+        (a deleted key as a tombstone): key → (partition, the send's future).
+
+        :data:`SEND_SLICE` keys at a time, each slice acknowledged before the next: a commit
+        sends thousands of records (a click log is a few KB), and handed over at once they
+        held the event loop and then the broker for a while, every decision behind them
+        (docs/performance.md). What the agent changes meanwhile is sent with the next
+        commit, or already now if its key is still to come."""
         changed, self._changed = self._changed, {}
         data, sent = self.data, {}
+        slice_: list[FutureMessage] = []
         for key, partition in changed.items():
+            if len(slice_) >= SEND_SLICE:
+                await asyncio.wait(slice_)
+                slice_ = []
             try:
                 value = data[key]
             except KeyError:
@@ -72,6 +94,7 @@ class CommitTimeTable(faust.Table):
             else:
                 fut = self.send_changelog(partition, key, value)
             sent[key] = (partition, fut)
+            slice_.append(fut)
         return sent
 
     def mark_changed(self, keys: Mapping[Any, int]) -> None:
@@ -90,7 +113,7 @@ class CommitTimeTable(faust.Table):
 async def send_changed(tables: Iterable[Any]) -> bool:
     """Send the changed keys of every :class:`CommitTimeTable` in ``tables`` and wait until
     the broker has them. False if any send failed: those keys are sent again next time."""
-    sent = [(table, table.send_changed()) for table in tables
+    sent = [(table, await table.send_changed()) for table in tables
             if isinstance(table, CommitTimeTable)]
     futures = [fut for _, batch in sent for _, fut in batch.values()]
     if not futures:

@@ -22,7 +22,16 @@ def hour_of(at: datetime) -> datetime:
 
 
 def bucket_key(program_id: str, code: str, channel: str, at: datetime) -> str:
-    return f"{program_id}|{code}|{channel}|{hour_of(at).isoformat()}"
+    hour = int(at.timestamp() // 3600)
+    label = _HOUR_LABELS.get(hour)
+    if label is None:  # once per hour seen: every click and decision needs its hour's label
+        if len(_HOUR_LABELS) > 10_000:
+            _HOUR_LABELS.clear()
+        label = _HOUR_LABELS[hour] = hour_of(at).isoformat()
+    return f"{program_id}|{code}|{channel}|{label}"
+
+
+_HOUR_LABELS: dict[int, str] = {}
 
 
 def _fresh() -> Counts:

@@ -32,7 +32,6 @@ import faust
 from faust.types import TP
 from faust.types.tuples import FutureMessage
 
-
 SEND_SLICE = 100
 """Changed keys handed to the producer at a time (see :meth:`CommitTimeTable.send_changed`)."""
 
@@ -59,7 +58,7 @@ class CommitTimeTable(faust.Table):
         self._sensor_on_del(self, key)
 
     def get(self, key: Any, default: Any = None) -> Any:
-        """A read straight from the store (0.6 µs, not 3–4: ``Mapping.get`` goes through
+        """A read straight from the store (0.6 µs, not 3 to 4: ``Mapping.get`` goes through
         ``__getitem__``, a sensor call and, for a missing key, a KeyError). Only without a
         default factory, which would have to create the missing entry."""
         if self.default is not None:

@@ -3,6 +3,11 @@
 Order of the checks (first that applies wins): duplicate → unknown code → inactive code or
 programme → self-referral → existing customer → click matching. Windows are measured in event
 time, from the click to the conversion.
+
+Only a conversion naming a click id not seen yet waits for it (the grace period). One that
+carries only a code is decided on arrival with the clicks handled by then: clicks and
+conversions are separate topics with no order between them, so a click sent just before
+such a conversion may be handled after it, and the conversion is then attributed code-only.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from referral_kit.kafka import ensure_topics, make_producer
 from referral_kit.registry_cache import RegistryCache
 
 from . import stats
-from .changelog import CommitTimeTable
+from .changelog import CommitTimeTable, acknowledged
 from .config import AttributionSettings
 from .processor import AttributionProcessor
 from .transport import Admit, App, SourcePositions
@@ -128,7 +128,7 @@ def create_app(settings: AttributionSettings | None = None) -> faust.App:
         await asyncio.gather(*(f for _, _, f in handed if f is not None),
                              return_exceptions=True)
         refused = [(key, value) for key, value, f in handed
-                   if f is None or f.cancelled() or f.exception() is not None]
+                   if f is None or not acknowledged(f)]
         if refused:
             await asyncio.gather(*(send(topic, key, value) for key, value in refused))
 

@@ -11,7 +11,7 @@ every committed source offset, a state that includes every event below that offs
   sent it to);
 * before offsets are committed (:meth:`attribution.transport.ResettingConsumer._commit_offsets`,
   whose offsets were computed from what the agent had *finished*), every marked key's current
-  value is sent, and Faust's producer flush that precedes the commit waits for them;
+  value is sent, and the commit waits until the broker acknowledged them all;
 * before partitions are given up in a rebalance (:meth:`attribution.transport.App._producer_flush`)
   the same, so the next owner recovers every write.
 
@@ -31,6 +31,12 @@ from typing import Any
 import faust
 from faust.types import TP
 from faust.types.tuples import FutureMessage
+
+
+def acknowledged(output: asyncio.Future[Any]) -> bool:
+    """The send succeeded: done, not cancelled, no exception."""
+    return output.done() and not output.cancelled() and output.exception() is None
+
 
 SEND_SLICE = 100
 """Changed keys handed to the producer at a time (see :meth:`CommitTimeTable.send_changed`)."""
@@ -121,7 +127,7 @@ async def send_changed(tables: Iterable[Any]) -> bool:
     ok = True
     for table, batch in sent:
         failed = {key: partition for key, (partition, fut) in batch.items()
-                  if fut.cancelled() or fut.exception() is not None}
+                  if not acknowledged(fut)}
         if failed:
             table.mark_changed(failed)
             ok = False

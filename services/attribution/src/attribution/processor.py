@@ -223,11 +223,6 @@ class ClickLog:
     def __json__(self) -> list[list[str | int]]:
         return [_click_to(c) for c in self.clicks]
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ClickLog) and other.clicks == self.clicks
-
-    __hash__ = None  # type: ignore[assignment]  # mutable-looking value: not a key
-
 
 def _decided_state(raw: Any) -> dict[str, Any] | None:
     if raw is None:

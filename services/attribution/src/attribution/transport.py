@@ -51,7 +51,7 @@ from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 from prometheus_client import Counter
 
-from .changelog import CommitTimeTable, send_changed
+from .changelog import CommitTimeTable, acknowledged, send_changed
 
 GAPS = Counter("attribution_source_gaps_total",
                "Source records skipped before the agent (the partition was sought back)",
@@ -107,9 +107,11 @@ class SourcePositions:
     def handled(self, tp: TP, offset: int,
                 outputs: Sequence[asyncio.Future[Any]] = ()) -> None:
         """The agent is done with ``offset``; ``outputs``: what it sent for it, awaiting
-        the broker's acknowledgement (``offset`` is committed only once they all have it)."""
+        the broker's acknowledgement (``offset`` is committed only once they all have it; a
+        failed or cancelled one holds it back for good: the record is decided again after a
+        restart)."""
         self._next[tp] = offset + 1
-        if not all(map(_acknowledged, outputs)):
+        if not all(map(acknowledged, outputs)):
             self._unconfirmed.setdefault(tp, deque()).append((offset, outputs))
 
     def next_offset(self, tp: TP) -> int | None:
@@ -118,7 +120,7 @@ class SourcePositions:
         waiting = self._unconfirmed.get(tp)
         while waiting:
             offset, outputs = waiting[0]
-            if not all(map(_acknowledged, outputs)):
+            if not all(map(acknowledged, outputs)):
                 return offset
             waiting.popleft()
         return self._next.get(tp)
@@ -153,12 +155,6 @@ class SourcePositions:
                 self._moved[tp] = (expected, now)
                 due[tp] = expected
         return due
-
-
-def _acknowledged(output: asyncio.Future[Any]) -> bool:
-    """The send succeeded (a failed or cancelled one holds its offset back for good: the
-    record is decided again after a restart)."""
-    return output.done() and not output.cancelled() and output.exception() is None
 
 
 class ResettingConsumerThread(driver.AIOKafkaConsumerThread):

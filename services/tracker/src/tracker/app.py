@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.telemetry import TelemetryConfig
 from referral_kit.http import health_router, install_problem_handlers
 
 from .api import batch, ingest, links
@@ -30,7 +31,11 @@ def create_app(settings: TrackerSettings | None = None) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(title="Referral tracker", version="0.1.0", lifespan=lifespan)
+    # FastAPI's OpenTelemetry (see TrackerSettings.opentelemetry)
+    telemetry: TelemetryConfig = ({} if settings.opentelemetry else
+                                  {"tracing": False, "metrics": False, "logs": False})
+    app = FastAPI(title="Referral tracker", version="0.1.0", lifespan=lifespan,
+                  telemetry=telemetry)
     app.state.runtime = runtime
     install_problem_handlers(app)
     app.add_middleware(RequestBodyLimits, default_bytes=settings.max_body_bytes,

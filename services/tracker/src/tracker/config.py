@@ -29,6 +29,13 @@ class TrackerSettings(PlatformSettings):
                           "declared body size) straight from their route handler, past "
                           "middleware that does nothing for them; false: the usual path.",
     )
+    opentelemetry: bool = Field(
+        False, description="FastAPI's own OpenTelemetry spans, metrics and logs of requests, "
+                           "for a process whose OpenTelemetry SDK is configured (e.g. run "
+                           "under opentelemetry-instrument). Off: the tracker's metrics are "
+                           "Prometheus' at /metrics, and looking for a configured SDK costs "
+                           "~2.6 µs of every request.",
+    )
     producer_linger_ms: int = Field(
         0, ge=0, le=1000,
         description="Extra wait before a record batch leaves for the broker. Events arriving "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from typing import Any
 
@@ -36,7 +37,14 @@ def main(argv: list[str] | None = None) -> None:
 def serve(app: Any, *, host: str, port: int, forwarded_allow_ips: str = "127.0.0.1"
           ) -> None:
     """Run ``app`` with the tracker's server options (the benchmark's baseline uses them
-    too, so the comparison is between applications, not servers)."""
+    too, so the comparison is between applications, not servers).
+
+    What was built before serving (modules, models, routes, the app) lives as long as the
+    process: it is frozen out of the garbage collector's full passes, which otherwise
+    walked it all about once a second under load, 28-60 ms each time (the tracker's p99:
+    docs/performance.md)."""
+    gc.collect()
+    gc.freeze()
     uvicorn.run(app, host=host, port=port, proxy_headers=True,
                 forwarded_allow_ips=forwarded_allow_ips, log_config=None, access_log=False,
                 server_header=False)

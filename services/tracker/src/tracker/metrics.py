@@ -29,3 +29,6 @@ BATCH_EVENTS = Counter("tracker_batch_events_total", "Events received in batches
 RATE_LIMITED = Counter("tracker_rate_limited_total", "Requests refused with 429", ["key_kind"])
 OVERSIZED_BODIES = Counter("tracker_oversized_bodies_total",
                            "Requests refused with 413 (body over the limit)")
+PRODUCE_RETRIES = Counter("tracker_produce_retries_total",
+                          "Record batches sent again after a retriable broker error "
+                          "(leader moved, connection lost)", ["topic"])

@@ -4,27 +4,37 @@ A send waits for the broker's acknowledgement, bounded by the send timeout; a br
 is away, or too slow, becomes :class:`BrokerUnavailable`, which the API answers with 503
 and Retry-After (never 202).
 
-Group commit: events are appended to one open record batch per topic partition, which
-is handed to the producer as soon as the partition's previous batch has been taken for
-sending. Requests that arrive while a batch is on its way to the broker thus share the
-next round trip, each still waiting for the broker's acknowledgement of its own batch.
-Compared with one ``producer.send()`` per event this saves most of the producer's
-per-event work (a coroutine, futures and bookkeeping per message; measured in
-docs/performance.md). Keys are partitioned exactly as the producer's default partitioner
-does (murmur2), so events of one referral code stay on one partition.
+Group commit: events are appended to one open record batch per topic partition. One
+produce request at a time goes to each broker, carrying the batches of every partition it
+leads that have events; the events that arrive while it is on its way gather in the next
+batches, which leave as soon as the broker has answered. Every request still waits for
+the broker's acknowledgement of its own batch. Keys are partitioned exactly as the
+producer's default partitioner does (murmur2), so events of one referral code stay on
+one partition.
+
+The produce requests are sent with aiokafka's client (connections, metadata, the
+protocol), not through its producer's accumulator and sender: those cost the tracker
+~170 µs of CPU per produce request, however few events it carries, about twice what
+the request itself costs; handing batches to them also queued a partition's next batch
+behind the one in flight, splitting each round trip's events over twice the requests
+(docs/performance.md). A batch refused with a retriable error (leader moved, connection
+lost) is sent again after the producer's retry backoff while any of its requests still
+waits; a batch whose every request has been answered 503 at its deadline, or gone away,
+is dropped rather than delivered to nobody's knowledge.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Sequence
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError, for_code
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.protocol.produce import ProduceRequest
 from referral_events import Topic
 from referral_kit.kafka import make_producer
 from referral_kit.settings import PlatformSettings
@@ -39,27 +49,49 @@ class BrokerUnavailable(Exception):
 
 
 class _Batch:
-    """Events for one partition not yet handed to the producer, with their waiters:
-    one per single publish, and one ``shared`` by every event of ``publish_all`` calls."""
+    """Events for one partition not yet acknowledged, with their waiters: one per single
+    publish, and one ``shared`` by every event of ``publish_all`` calls."""
 
-    __slots__ = ("builder", "shared", "waiters")
+    __slots__ = ("builder", "data", "shared", "waiters")
 
     def __init__(self, builder: Any) -> None:
         self.builder = builder
+        self.data: bytes | None = None
+        """The record batch as sent (built once: a retry sends the same bytes)."""
         self.waiters: list[asyncio.Future[None]] = []
         self.shared: asyncio.Future[None] | None = None
 
+    def wanted(self) -> bool:
+        """Somebody still waits for this batch's acknowledgement."""
+        return not all(waiter.done() for waiter in self.waiters)
+
+    def built(self) -> bytes:
+        if self.data is None:
+            self.data = bytes(self.builder._build())  # aiokafka's BatchBuilder: build once
+        return self.data
+
 
 class _Partition:
-    """One topic partition: its open batch, full batches queued behind it, its flusher."""
+    """One topic partition: its open batch and the full batches queued before it."""
 
-    __slots__ = ("flusher", "open", "partition", "queued", "topic")
+    __slots__ = ("open", "queued", "tp")
 
     def __init__(self, topic: str, partition: int) -> None:
-        self.topic, self.partition = topic, partition
+        self.tp = TopicPartition(topic, partition)
         self.open: _Batch | None = None
-        self.queued: list[_Batch] = []
-        self.flusher: asyncio.Task[None] | None = None
+        self.queued: deque[_Batch] = deque()
+
+    def next_batch(self) -> _Batch | None:
+        """The oldest batch still wanted (dropping those nobody waits for), taken out."""
+        while self.queued or self.open is not None:
+            if self.queued:
+                batch = self.queued.popleft()
+            else:
+                batch, self.open = self.open, None
+            assert batch is not None
+            if batch.wanted():
+                return batch
+        return None
 
 
 class EventPublisher:
@@ -73,11 +105,14 @@ class EventPublisher:
         self._client_id = client_id
         self._linger_ms = linger_ms
         self._max_batch_bytes = max_batch_bytes
+        self._request_timeout_ms = max(1_000, int(send_timeout * 1000))
         self._producer: AIOKafkaProducer | None = None
         # The loop the producer runs on, kept: asyncio.get_running_loop() makes a getpid()
         # system call each time on Python 3.11 (a few µs in a VM, twice per event).
         self._loop: asyncio.AbstractEventLoop | None = None
         self._partitions_by: dict[tuple[str, int], _Partition] = {}
+        self._senders: dict[int, asyncio.Task[None]] = {}  # by broker (node id)
+        self._retry_at: asyncio.TimerHandle | None = None
         self._partition_of: dict[tuple[str, bytes], tuple[int, int]] = {}
         self._partitioner = DefaultPartitioner()
         # Single sends waiting for an acknowledgement, by deadline: the send timeout is one
@@ -94,9 +129,9 @@ class EventPublisher:
         """Connect to the broker; raises (and leaves nothing running) when it cannot."""
         producer = make_producer(
             self._settings, client_id=self._client_id,
-            # A batch the broker never acked expires when the request has already failed,
-            # so an event refused with 503 is not delivered long afterwards by surprise.
-            request_timeout_ms=max(1_000, int(self._send_timeout * 1000)),
+            # A produce request not answered within the send timeout has failed: its
+            # requests were answered 503 at that deadline.
+            request_timeout_ms=self._request_timeout_ms,
             linger_ms=self._linger_ms, max_batch_size=self._max_batch_bytes,
         )
         try:
@@ -110,9 +145,16 @@ class EventPublisher:
     async def stop(self) -> None:
         if self._producer is not None:
             producer, self._producer = self._producer, None
-            flushers = [p.flusher for p in self._partitions_by.values() if p.flusher]
-            if flushers:  # hand what is queued to the producer, which flushes on stop
-                await asyncio.wait(flushers, timeout=self._send_timeout)
+            if self._retry_at is not None:
+                self._retry_at.cancel()
+            if senders := list(self._senders.values()):  # let what was sent be answered
+                await asyncio.wait(senders, timeout=self._send_timeout)
+                for sender in senders:
+                    sender.cancel()
+                await asyncio.wait(senders)
+            for slot in self._partitions_by.values():
+                while (batch := slot.next_batch()) is not None:
+                    _settle(batch.waiters, BrokerUnavailable("publisher stopped"))
             await producer.stop()
 
     async def publish(self, topic: Topic, *, key: str, value: bytes, event_id: str) -> None:
@@ -226,7 +268,8 @@ class EventPublisher:
     def _append(self, producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes,
                 partitions: set[int]) -> _Batch:
         """Append one event to its partition's open batch (opening the next one when it
-        is full, and starting the partition's flusher) and return that batch."""
+        is full, and making sure the partition's broker has a sender) and return that
+        batch."""
         known = self._partition_of.get((topic, key))
         if known is not None and known[0] == len(partitions):
             partition = known[1]
@@ -245,36 +288,128 @@ class EventPublisher:
             batch = slot.open = _Batch(producer.create_batch())
             if batch.builder.append(key=key, value=value, timestamp=None) is None:
                 raise BrokerUnavailable(f"event of {len(value)} bytes is larger than a batch")
-        if slot.flusher is None:
-            assert self._loop is not None
-            slot.flusher = self._loop.create_task(self._flush(producer, slot))
+            self._wake(producer, slot)
         return batch
 
-    async def _flush(self, producer: AIOKafkaProducer, slot: _Partition) -> None:
-        """Hand the partition's batches to the producer one after another. The producer
-        takes a partition's next batch only once the previous one left for the broker;
-        meanwhile later events gather in the open batch (that is the group commit)."""
+    def _wake(self, producer: AIOKafkaProducer, slot: _Partition) -> None:
+        """Start a sender for the broker leading ``slot``'s partition unless one runs (it
+        takes the partition's batches in its next round). No leader known: look again
+        after the retry backoff."""
+        node = producer.client.cluster.leader_for_partition(slot.tp)
+        if node is None or node < 0:
+            producer.client.force_metadata_update()
+            self._retry_later(producer)
+        elif node not in self._senders:
+            assert self._loop is not None
+            self._senders[node] = self._loop.create_task(self._send_rounds(producer, node))
+
+    def _retry_later(self, producer: AIOKafkaProducer) -> None:
+        if self._retry_at is None and self._loop is not None:
+            self._retry_at = self._loop.call_later(
+                self._retry_backoff(producer), self._wake_all, producer)
+
+    def _wake_all(self, producer: AIOKafkaProducer) -> None:
+        self._retry_at = None
+        if self._producer is producer:
+            for slot in self._partitions_by.values():
+                if slot.open is not None or slot.queued:
+                    self._wake(producer, slot)
+
+    @staticmethod
+    def _retry_backoff(producer: AIOKafkaProducer) -> float:
+        return float(producer.client._retry_backoff)  # the producer's retry_backoff_ms, in s
+
+    async def _send_rounds(self, producer: AIOKafkaProducer, node: int) -> None:
+        """Send ``node`` one produce request after another, each with the next wanted
+        batch of every partition the node leads, until none is left."""
+        taken: dict[TopicPartition, _Batch] = {}
         try:
-            while slot.queued or slot.open is not None:
-                batch = slot.queued.pop(0) if slot.queued else slot.open
-                if batch is slot.open:
-                    slot.open = None
-                assert batch is not None
-                try:
-                    delivery = await producer.send_batch(batch.builder, slot.topic,
-                                                         partition=slot.partition)
-                except Exception as exc:  # not queued at all: nobody of it was recorded
-                    _settle(batch.waiters, exc)
-                    continue
-                delivery.add_done_callback(
-                    lambda done, waiters=batch.waiters: _settle(waiters, _error_of(done)))
+            while True:
+                if self._linger_ms:
+                    await asyncio.sleep(self._linger_ms / 1000)
+                taken = self._take(producer, node)
+                if not taken:
+                    return
+                retry = await self._produce(producer, node, taken)
+                taken = {}
+                if retry:  # the refused batches are back in their partitions' queues
+                    await asyncio.sleep(self._retry_backoff(producer))
+                    self._wake_all(producer)
+        except asyncio.CancelledError:  # stopped while a request was out: not acknowledged
+            for batch in taken.values():
+                _settle(batch.waiters, BrokerUnavailable("publisher stopped"))
+            raise
         finally:
-            slot.flusher = None
-            if slot.open is not None or slot.queued:  # cancelled with events still open
-                for batch in [*slot.queued, slot.open]:
-                    if batch is not None:
-                        _settle(batch.waiters, BrokerUnavailable("publisher stopped"))
-                slot.open, slot.queued = None, []
+            if self._senders.get(node) is asyncio.current_task():
+                del self._senders[node]
+
+    def _take(self, producer: AIOKafkaProducer, node: int) -> dict[TopicPartition, _Batch]:
+        """The next wanted batch of each partition ``node`` leads. Partitions that have
+        batches and another leader wake theirs."""
+        taken: dict[TopicPartition, _Batch] = {}
+        leader_for = producer.client.cluster.leader_for_partition
+        for slot in self._partitions_by.values():
+            if slot.open is None and not slot.queued:
+                continue
+            if leader_for(slot.tp) != node:
+                self._wake(producer, slot)
+            elif (batch := slot.next_batch()) is not None:
+                taken[slot.tp] = batch
+        return taken
+
+    async def _produce(self, producer: AIOKafkaProducer, node: int,
+                       taken: dict[TopicPartition, _Batch]) -> bool:
+        """One produce request (acks=all) with ``taken``; settles each batch's waiters by
+        the broker's answer for its partition. Returns True when batches were put back
+        to be sent again (a retriable error while somebody still waits for them)."""
+        by_topic: defaultdict[str, list[tuple[int, bytes]]] = defaultdict(list)
+        for tp, batch in taken.items():
+            by_topic[tp.topic].append((tp.partition, batch.built()))
+        request = ProduceRequest(transactional_id=None, required_acks=-1,
+                                 timeout=self._request_timeout_ms, topics=list(by_topic.items()))
+        try:
+            response = await producer.client.send(node, request)
+        except KafkaError as exc:
+            return self._refused(producer, taken.items(), exc)
+        except Exception as exc:  # not the broker's answer: fail these, keep sending
+            log.exception("produce request failed", node=node)
+            for batch in taken.values():
+                _settle(batch.waiters, BrokerUnavailable(f"produce request failed: {exc!r}"))
+            return False
+        retry = False
+        for topic, partitions in response.topics:
+            for answer in partitions:  # (partition, error_code, …) in every version
+                tp = TopicPartition(topic, answer[0])
+                batch = taken.pop(tp, None)
+                if batch is None:
+                    continue
+                error = for_code(answer[1])
+                if error is _NO_ERROR:
+                    _settle(batch.waiters, None)
+                else:
+                    retry |= self._refused(producer, [(tp, batch)], error())
+        if taken:  # partitions the broker did not answer for
+            retry |= self._refused(producer, taken.items(), KafkaError(
+                "the broker's produce response did not name the partition"))
+        return retry
+
+    def _refused(self, producer: AIOKafkaProducer,
+                 batches: Any, error: KafkaError) -> bool:
+        """Put ``batches`` back at the front of their partitions when ``error`` is
+        retriable and somebody still waits for them; fail their waiters otherwise."""
+        retry = False
+        if getattr(error, "invalid_metadata", False):  # leader moved, partition unknown…
+            producer.client.force_metadata_update()
+        for tp, batch in batches:
+            if error.retriable and batch.wanted() and self._producer is producer:
+                self._partitions_by[tp.topic, tp.partition].queued.appendleft(batch)
+                metrics.PRODUCE_RETRIES.labels(topic=tp.topic).inc()
+                retry = True
+            else:
+                _settle(batch.waiters, error)
+        if retry:
+            log.warning("produce request refused; retrying", error=repr(error))
+        return retry
 
     async def reachable(self, within: float = 1.0) -> bool:
         """True when a broker answers a metadata request within ``within`` seconds. An
@@ -288,16 +423,13 @@ class EventPublisher:
         return True
 
 
+_NO_ERROR = for_code(0)
+
+
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError(
             "no acknowledgement from the broker within the send timeout"))
-
-
-def _error_of(delivery: asyncio.Future[Any]) -> BaseException | None:
-    if delivery.cancelled():
-        return BrokerUnavailable("send cancelled")
-    return delivery.exception()
 
 
 def _settle(waiters: list[asyncio.Future[None]], error: BaseException | None) -> None:

@@ -1,0 +1,192 @@
+"""The tracker's publisher against a real broker: one produce request at a time per broker,
+carrying every partition's batch; a batch nobody waits for any more is not sent; a batch
+refused with a retriable error is sent again while its requests still wait."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
+from prometheus_client import REGISTRY
+from referral_devstack.broker import EmbeddedBroker
+from referral_events import Topic, TopicRegistry
+from referral_kit.kafka import ensure_topics
+from referral_kit.settings import PlatformSettings
+from tracker.publisher import BrokerUnavailable, EventPublisher
+
+from tests.support import eventually, free_port
+
+from .support import random_ref
+
+LOG = Path(__file__).resolve().parents[1] / "artifacts" / "logs" / "tracker-publisher-broker.log"
+
+
+def _settings(bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> PlatformSettings:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
+    monkeypatch.setenv("KAFKA_ENABLE_IDEMPOTENCE", "false")
+    return PlatformSettings()
+
+
+StartPublisher = Callable[[str, float], Awaitable[EventPublisher]]
+
+
+@pytest.fixture
+async def publisher_on(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StartPublisher]:
+    """``publisher_on(bootstrap, send_timeout)``: a started publisher, stopped at the end."""
+    started: list[EventPublisher] = []
+
+    async def start(bootstrap: str, send_timeout: float) -> EventPublisher:
+        publisher = EventPublisher(_settings(bootstrap, monkeypatch), send_timeout=send_timeout)
+        await publisher.start()
+        started.append(publisher)
+        return publisher
+
+    yield start
+    for publisher in started:
+        await publisher.stop()
+
+
+@pytest.fixture
+def private_broker(kafka_component: tuple[str, bool]) -> Iterator[EmbeddedBroker]:
+    if kafka_component[1]:
+        pytest.skip("needs the embedded broker binary (an external Kafka is in use)")
+    broker = EmbeddedBroker(free_port(), log_path=LOG).start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+async def _records(bootstrap: str, topic: Topic) -> list[tuple[int, bytes, bytes]]:
+    """(partition, key, value) of every record on ``topic`` up to its end offsets now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        found: list[tuple[int, bytes, bytes]] = []
+
+        async def at_end() -> bool:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                found.extend((r.partition, r.key, r.value) for r in records)
+            return all([await consumer.position(tp) >= ends[tp] for tp in partitions])
+
+        await eventually(at_end, message=f"{topic.name} not read to its end")
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def test_concurrent_events_land_once_each_on_their_keys_partition(
+        kafka_bootstrap: str, topics: TopicRegistry, publisher_on: StartPublisher) -> None:
+    await ensure_topics(kafka_bootstrap, [topics.conversions])
+    publisher = await publisher_on(kafka_bootstrap, 10.0)
+    events = [(f"CODE{i % 23}", f"event-{i}".encode()) for i in range(600)]
+    await asyncio.gather(*(publisher.publish(topics.conversions, key=key, value=value,
+                                             event_id=value.decode())
+                           for key, value in events))
+    outcomes = await publisher.publish_all(
+        [(topics.conversions, key, value + b"-batch") for key, value in events[:100]])
+    assert outcomes == [None] * 100
+
+    found = await _records(kafka_bootstrap, topics.conversions)
+    expected = events + [(key, value + b"-batch") for key, value in events[:100]]
+    assert sorted(value for _, _, value in found) == sorted(value for _, value in expected)
+    every = list(range(topics.conversions.partitions))
+    partition_of = DefaultPartitioner()
+    for partition, key, _ in found:  # as the producer's default partitioner places them
+        assert partition == partition_of(key, every, every), key
+
+
+async def test_a_batch_nobody_waits_for_any_more_is_not_sent(
+        private_broker: EmbeddedBroker, publisher_on: StartPublisher) -> None:
+    topics = TopicRegistry(random_ref("p") + ".")
+    await ensure_topics(private_broker.bootstrap, [topics.conversions])
+    # Send timeout 0.3 s: a request waits that long; the produce request in flight, 1 s.
+    publisher = await publisher_on(private_broker.bootstrap, 0.3)
+    await publisher.publish(topics.conversions, key="K", value=b"before", event_id="before")
+
+    private_broker.pause()
+    try:
+        # In flight when the broker stopped answering: refused at its deadline (0.3 s).
+        with pytest.raises(BrokerUnavailable):
+            await publisher.publish(topics.conversions, key="K", value=b"in-flight",
+                                    event_id="in-flight")
+        # Gathers behind the request in flight, which times out only at 1 s: refused at
+        # 0.6 s, its batch is then wanted by nobody.
+        with pytest.raises(BrokerUnavailable):
+            await publisher.publish(topics.conversions, key="K", value=b"refused",
+                                    event_id="refused")
+    finally:
+        private_broker.resume()
+
+    # On another partition: an event of K's would join the refused event's batch (not yet
+    # taken while the request in flight is being answered), and a batch goes whole.
+    every = list(range(topics.conversions.partitions))
+    other = next(key for key in (f"L{i}" for i in range(100))
+                 if DefaultPartitioner()(key.encode(), every, every)
+                 != DefaultPartitioner()(b"K", every, every))
+
+    async def accepted() -> bool:
+        try:
+            await publisher.publish(topics.conversions, key=other, value=b"after",
+                                    event_id="after")
+        except BrokerUnavailable:
+            return False
+        return True
+
+    await eventually(accepted, message="no event acknowledged after SIGCONT")
+    values = [value for _, _, value in await _records(private_broker.bootstrap,
+                                                       topics.conversions)]
+    assert b"refused" not in values  # answered 503, and never delivered
+    assert values.count(b"before") == 1 and b"after" in values
+    # The request in flight when the broker paused may or may not have been written: the
+    # broker had it. Its client was told 503, and retries it under the same event id.
+
+
+async def test_a_batch_refused_while_the_broker_is_away_is_sent_again_within_the_deadline(
+        private_broker: EmbeddedBroker, publisher_on: StartPublisher) -> None:
+    topics = TopicRegistry(random_ref("p") + ".")
+    await ensure_topics(private_broker.bootstrap, [topics.conversions])
+    publisher = await publisher_on(private_broker.bootstrap, 20.0)
+    await publisher.publish(topics.conversions, key="K", value=b"before", event_id="before")
+
+    def retries() -> float:
+        return REGISTRY.get_sample_value("tracker_produce_retries_total",
+                                         {"topic": topics.conversions.name}) or 0.0
+
+    private_broker.stop()  # connections refused: a retriable error
+    waiting = asyncio.create_task(publisher.publish(
+        topics.conversions, key="K", value=b"retried", event_id="retried"))
+    await eventually(lambda: retries() >= 2, message="the refused batch was not retried")
+    assert not waiting.done()
+
+    restarted = EmbeddedBroker(private_broker.port, log_path=LOG).start()
+    try:
+        await asyncio.wait_for(waiting, 20)  # acknowledged by the new broker: no exception
+    finally:
+        restarted.stop()
+
+
+async def test_stopping_fails_what_the_broker_never_answered(
+        private_broker: EmbeddedBroker, publisher_on: StartPublisher) -> None:
+    topics = TopicRegistry(random_ref("p") + ".")
+    await ensure_topics(private_broker.bootstrap, [topics.conversions])
+    publisher = await publisher_on(private_broker.bootstrap, 0.5)
+    await publisher.publish(topics.conversions, key="K", value=b"before", event_id="before")
+    private_broker.pause()
+    try:
+        waiting = [asyncio.create_task(publisher.publish(
+            topics.conversions, key=f"K{i}", value=b"x", event_id=str(i))) for i in range(5)]
+        await publisher.stop()
+        results = await asyncio.gather(*waiting, return_exceptions=True)
+        assert all(isinstance(result, BrokerUnavailable) for result in results), results
+    finally:
+        private_broker.resume()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -190,3 +191,26 @@ async def test_stopping_fails_what_the_broker_never_answered(
         assert all(isinstance(result, BrokerUnavailable) for result in results), results
     finally:
         private_broker.resume()
+
+
+async def test_a_fault_in_the_produce_rounds_fails_only_what_it_held(
+        kafka_bootstrap: str, topics: TopicRegistry, publisher_on: StartPublisher,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    await ensure_topics(kafka_bootstrap, [topics.conversions])
+    publisher = await publisher_on(kafka_bootstrap, 5.0)
+    take = EventPublisher._take
+    faults = iter([True])
+
+    def faulty_take(self: EventPublisher, *args: Any) -> Any:
+        if next(faults, False):
+            raise RuntimeError("a bug")
+        return take(self, *args)
+
+    monkeypatch.setattr(EventPublisher, "_take", faulty_take)
+    # The first round fails before it took anything: its event waits in its batch, which
+    # the rounds started again after the retry backoff send; later events go too.
+    await asyncio.gather(*(publisher.publish(topics.conversions, key=f"K{i}", value=b"v",
+                                             event_id=str(i)) for i in range(3)))
+    await publisher.publish(topics.conversions, key="K", value=b"after", event_id="after")
+    values = [value for _, _, value in await _records(kafka_bootstrap, topics.conversions)]
+    assert values.count(b"v") == 3 and values.count(b"after") == 1

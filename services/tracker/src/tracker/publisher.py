@@ -339,6 +339,11 @@ class EventPublisher:
             for batch in taken.values():
                 _settle(batch.waiters, BrokerUnavailable("publisher stopped"))
             raise
+        except Exception as exc:  # a fault of ours: fail what was taken, start afresh later
+            log.exception("produce rounds failed", node=node)
+            for batch in taken.values():
+                _settle(batch.waiters, BrokerUnavailable(f"produce rounds failed: {exc!r}"))
+            self._retry_later(producer)
         finally:
             if self._senders.get(node) is asyncio.current_task():
                 del self._senders[node]

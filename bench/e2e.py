@@ -34,7 +34,8 @@ Figures: ``e2e.p50_ms``, ``e2e.p99_ms`` (pending email, at 200/s offered; target
 offered rate whose p99 stayed under 1 s; 0 if none), ``e2e.rate_<r>_p99_ms`` and
 ``e2e.rate_<r>_emails_per_s`` per step, ``e2e.rate_<r>_answer_p99_ms`` (request sent -> 202
 read: the tracker's answer, and the generator's own lag), set-up rates (``e2e.referrers_per_s``,
-``e2e.clicks_per_s``, ``e2e.click_drain_s``), ``e2e.scale``, ``e2e.lost``, ``e2e.duplicates``.
+``e2e.clicks_per_s``, ``e2e.click_drain_s``, and ``e2e.click_commit_s``: until attribution
+committed the last click, its state written), ``e2e.scale``, ``e2e.lost``, ``e2e.duplicates``.
 Where the time goes at 200/s (:func:`hop_figures`): ``e2e.reward_row_p50_ms``/``p99`` (request
 sent -> the rewards worker's transaction writing the reward) and ``e2e.hop_<service>_p50_ms``/
 ``p99`` for the tracker, attribution, rewards worker, outbox relay and notifier, from the
@@ -71,6 +72,7 @@ import aiohttp
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiosmtpd.controller import Controller
 from referral_devstack.broker import CLIENT_ENV, EmbeddedBroker
 from referral_devstack.demo import BOT_UA
@@ -456,6 +458,33 @@ async def wait_clicks_counted(admin: httpx.AsyncClient, program_id: str, expecte
             await asyncio.sleep(1)
 
 
+async def wait_clicks_committed(bootstrap: str, group: str, topic: str, stack: Stack) -> None:
+    """Until attribution has committed every click record. It commits offsets only once the
+    table changes they caused were sent (``attribution.changelog``), so the click phase is
+    then behind it: counted is not yet done. The last commit of a 200,000-click burst sends
+    thousands of click logs, and conversions arriving meanwhile waited for it (the first
+    ones of the 25/s step: 0.5-1.9 s; docs/performance.md)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends = await consumer.end_offsets(parts)
+        deadline = time.monotonic() + 120
+        while True:
+            stack.check_alive()
+            committed = await admin.list_consumer_group_offsets(group, partitions=parts)
+            if all(tp in committed and committed[tp].offset >= ends[tp] for tp in parts):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"attribution did not commit the clicks: {committed}")
+            await asyncio.sleep(0.2)
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
 def conversion_body(conv: Conversion, referrers: list[dict[str, str]],
                     first_click: list[str | None]) -> dict[str, Any]:
     ref = referrers[conv.referrer]
@@ -823,6 +852,12 @@ async def run() -> int:
             t = time.monotonic()
             await wait_clicks_counted(admin, program["id"], accepted, stack)
             figures["e2e.click_drain_s"] = round(time.monotonic() - t, 1)
+            t = time.monotonic()
+            topics = TopicRegistry(stack.env["TOPIC_PREFIX"])
+            await wait_clicks_committed(broker.bootstrap,
+                                        f"{topics.prefix}referral-attribution",
+                                        topics.clicks.name, stack)
+            figures["e2e.click_commit_s"] = round(time.monotonic() - t, 1)
 
             rng = random.Random(9)  # noqa: S311
             convs: list[Conversion] = []

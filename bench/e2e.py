@@ -78,7 +78,7 @@ from referral_devstack.broker import CLIENT_ENV, EmbeddedBroker
 from referral_devstack.demo import BOT_UA
 from referral_devstack.net import free_port, wait_for_port
 from referral_devstack.postgres import EmbeddedPostgres, with_database
-from referral_events import TopicRegistry
+from referral_events import Topic, TopicRegistry
 from referral_events.attribution import ReferralAttributed
 from referral_events.rewards import RewardPending
 from referral_events.tracking import ConversionRecorded
@@ -458,7 +458,7 @@ async def wait_clicks_counted(admin: httpx.AsyncClient, program_id: str, expecte
             await asyncio.sleep(1)
 
 
-async def wait_clicks_committed(bootstrap: str, group: str, topic: str, stack: Stack) -> None:
+async def wait_clicks_committed(bootstrap: str, group: str, topic: Topic, stack: Stack) -> None:
     """Until attribution has committed every click record. It commits offsets only once the
     table changes they caused were sent (``attribution.changelog``), so the click phase is
     then behind it: counted is not yet done. The last commit of a 200,000-click burst sends
@@ -469,7 +469,7 @@ async def wait_clicks_committed(bootstrap: str, group: str, topic: str, stack: S
     await admin.start()
     await consumer.start()
     try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        parts = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
         ends = await consumer.end_offsets(parts)
         deadline = time.monotonic() + 120
         while True:
@@ -853,10 +853,11 @@ async def run() -> int:
             await wait_clicks_counted(admin, program["id"], accepted, stack)
             figures["e2e.click_drain_s"] = round(time.monotonic() - t, 1)
             t = time.monotonic()
-            topics = TopicRegistry(stack.env["TOPIC_PREFIX"])
+            topics = TopicRegistry(stack.env["TOPIC_PREFIX"],
+                                   int(stack.env.get("TOPIC_PARTITIONS", "4")))
             await wait_clicks_committed(broker.bootstrap,
                                         f"{topics.prefix}referral-attribution",
-                                        topics.clicks.name, stack)
+                                        topics.clicks, stack)
             figures["e2e.click_commit_s"] = round(time.monotonic() - t, 1)
 
             rng = random.Random(9)  # noqa: S311

@@ -295,6 +295,8 @@ class EventPublisher:
         """Start a sender for the broker leading ``slot``'s partition unless one runs (it
         takes the partition's batches in its next round). No leader known: look again
         after the retry backoff."""
+        if self._producer is not producer:  # stopping: stop() settles what is left
+            return
         node = producer.client.cluster.leader_for_partition(slot.tp)
         if node is None or node < 0:
             producer.client.force_metadata_update()

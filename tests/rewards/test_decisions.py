@@ -17,6 +17,7 @@ from referral_events import (
     AttributionModel,
     Customer,
     ReferralAttributed,
+    RewardApproved,
     RewardInReview,
     RewardPending,
     RewardRejected,
@@ -407,3 +408,44 @@ async def test_any_order_of_events_keeps_caps_and_totals(pool, handler, caps, mo
         assert mine <= min(caps.get("per_referrer_day", 10**12),
                            caps.get("per_referrer_lifetime", 10**12))
     await _assert_totals_match(pool)
+
+
+async def test_the_hold_scheduler_approves_a_batch_as_one_approval_at_a_time_would(
+        pool, handler) -> None:
+    # Due rewards of two programmes, one whose credits expire, approved in one round: each
+    # gets its status, one ledger credit (amount, expiry) and one RewardApproved naming its
+    # own programme, in the order they fell due; a second round finds nothing.
+    expiring = await _programme(pool, name="Expiring", hold_period="PT0S",
+                                referrer_reward={"kind": "credit", "amount": 700,
+                                                 "expires_after": "P30D"})
+    plain = await _programme(pool, name="Plain", hold_period="PT0S")
+    for program, names in ((expiring, ["ann", "bo", "cy"]), (plain, ["di", "ed"])):
+        for name in names:
+            await handler(_event(program, await _referrer(pool, program, name)), None)
+    before = {e.reward_id for e in await _events(pool) if isinstance(e, RewardPending)}
+    assert len(before) == 5
+
+    assert await HoldScheduler(pool, REGISTRY, interval=60).approve_due() == 5
+    assert await HoldScheduler(pool, REGISTRY, interval=60).approve_due() == 0
+    rewards = {r["id"]: r for p in (expiring, plain) for r in await _rewards(pool, p)}
+    assert set(rewards) == before and {r["status"] for r in rewards.values()} == {"approved"}
+    async with pool.acquire() as conn:
+        ledger = await conn.fetch("SELECT * FROM ledger_entries ORDER BY id")
+    assert sorted(e["reward_id"] for e in ledger) == sorted(rewards)
+    approved = [e for e in await _events(pool) if isinstance(e, RewardApproved)]
+    assert [e.reward_id for e in approved] == [e["reward_id"] for e in ledger]
+    for entry, event in zip(ledger, approved, strict=True):
+        reward = rewards[entry["reward_id"]]
+        assert (entry["entry_type"], entry["amount"], entry["kind"]) == (
+            "credit", reward["amount"], reward["kind"])
+        if reward["program_id"] == expiring["id"]:
+            assert entry["expires_at"] == reward["updated_at"] + timedelta(days=30)
+            assert (event.program_name, event.amount) == ("Expiring", 700)
+        else:
+            assert entry["expires_at"] is None and event.program_name == "Plain"
+        assert event.expires_at == entry["expires_at"]
+    async with pool.acquire() as conn:
+        envelopes = [decode(r["value"]) for r in await conn.fetch(
+            "SELECT value FROM outbox ORDER BY id")]
+    assert [e.id for e in envelopes if isinstance(e.data, RewardApproved)] == [
+        derived_id("reward", e.reward_id, "approved") for e in approved]

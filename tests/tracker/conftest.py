@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
+from referral_devstack.broker import EmbeddedBroker
 from referral_events import AttributionModel, TopicRegistry
 from tracker.app import create_app
 from tracker.config import TrackerSettings
 
-from tests.support import eventually, serve_asgi
+from tests.support import eventually, free_port, serve_asgi
 
-from .support import BROWSER_UA, Programme, publish_registry, random_ref
+from .support import BROWSER_UA, PRIVATE_BROKER_LOG, Programme, publish_registry, random_ref
+
+
+@pytest.fixture
+def private_broker(kafka_component: tuple[str, bool]) -> Iterator[EmbeddedBroker]:
+    """An embedded broker of the test's own, to pause, stop or restart (the session's
+    broker must stay up for the other tests)."""
+    if kafka_component[1]:
+        pytest.skip("needs the embedded broker binary (an external Kafka is in use)")
+    broker = EmbeddedBroker(free_port(), log_path=PRIVATE_BROKER_LOG).start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -115,7 +116,12 @@ class TopicReader:
         return await eventually(find, timeout=20, message=message)
 
 
-async def read_all(bootstrap: str, topic: Topic) -> list[Received]:
+PRIVATE_BROKER_LOG = (Path(__file__).resolve().parents[1] / "artifacts" / "logs"
+                      / "tracker-private-broker.log")
+"""Where the tests' private brokers (fixture ``private_broker``) write."""
+
+
+async def read_records(bootstrap: str, topic: Topic) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record on ``topic`` up to its end offsets now (exact: nothing more was acked)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                                 enable_auto_commit=False)
@@ -125,18 +131,23 @@ async def read_all(bootstrap: str, topic: Topic) -> list[Received]:
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
-        received: list[Received] = []
+        found: list[ConsumerRecord[bytes, bytes]] = []
 
         async def at_end() -> bool:
             for records in (await consumer.getmany(timeout_ms=200)).values():
-                received.extend(Received(r.key.decode() if r.key else None, decode(r.value), r)
-                                for r in records)
+                found.extend(records)
             return all([await consumer.position(tp) >= ends[tp] for tp in partitions])
 
         await eventually(at_end, timeout=20, message=f"{topic.name} not read to its end")
-        return received
+        return found
     finally:
         await consumer.stop()
+
+
+async def read_all(bootstrap: str, topic: Topic) -> list[Received]:
+    """Every event on ``topic`` up to its end offsets now, decoded (:func:`read_records`)."""
+    return [Received(r.key.decode() if r.key else None, decode(r.value), r)
+            for r in await read_records(bootstrap, topic)]
 
 
 @contextlib.asynccontextmanager

@@ -6,8 +6,7 @@ Uses a private embedded broker (the session's broker must stay up for other test
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -18,22 +17,9 @@ from referral_kit.kafka import ensure_topics
 from tracker.app import create_app
 from tracker.config import TrackerSettings
 
-from tests.support import eventually, free_port, serve_asgi
+from tests.support import eventually, serve_asgi
 
 from .support import BROWSER_UA, Programme, publish_registry, random_ref
-
-LOG = Path(__file__).resolve().parents[1] / "artifacts" / "logs" / "tracker-outage-broker.log"
-
-
-@pytest.fixture
-def private_broker(kafka_component: tuple[str, bool]) -> Iterator[EmbeddedBroker]:
-    if kafka_component[1]:
-        pytest.skip("needs the embedded broker binary (an external Kafka is in use)")
-    broker = EmbeddedBroker(free_port(), log_path=LOG).start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 @pytest.fixture

@@ -5,12 +5,10 @@ refused with a retriable error is sent again while its requests still wait."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import REGISTRY
 from referral_devstack.broker import EmbeddedBroker
@@ -19,11 +17,9 @@ from referral_kit.kafka import ensure_topics
 from referral_kit.settings import PlatformSettings
 from tracker.publisher import BrokerUnavailable, EventPublisher
 
-from tests.support import eventually, free_port
+from tests.support import eventually
 
-from .support import random_ref
-
-LOG = Path(__file__).resolve().parents[1] / "artifacts" / "logs" / "tracker-publisher-broker.log"
+from .support import PRIVATE_BROKER_LOG, random_ref, read_records
 
 
 def _settings(bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> PlatformSettings:
@@ -51,38 +47,19 @@ async def publisher_on(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StartPu
         await publisher.stop()
 
 
-@pytest.fixture
-def private_broker(kafka_component: tuple[str, bool]) -> Iterator[EmbeddedBroker]:
-    if kafka_component[1]:
-        pytest.skip("needs the embedded broker binary (an external Kafka is in use)")
-    broker = EmbeddedBroker(free_port(), log_path=LOG).start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
+async def _started(broker: EmbeddedBroker, publisher_on: StartPublisher,
+                   send_timeout: float) -> tuple[Topic, EventPublisher]:
+    """A fresh conversions topic on ``broker`` and a publisher that has sent one event
+    there ("before"), so it is connected and knows the topic."""
+    topic = TopicRegistry(random_ref("p") + ".").conversions
+    await ensure_topics(broker.bootstrap, [topic])
+    publisher = await publisher_on(broker.bootstrap, send_timeout)
+    await publisher.publish(topic, key="K", value=b"before", event_id="before")
+    return topic, publisher
 
 
-async def _records(bootstrap: str, topic: Topic) -> list[tuple[int, bytes, bytes]]:
-    """(partition, key, value) of every record on ``topic`` up to its end offsets now."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        found: list[tuple[int, bytes, bytes]] = []
-
-        async def at_end() -> bool:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                found.extend((r.partition, r.key, r.value) for r in records)
-            return all([await consumer.position(tp) >= ends[tp] for tp in partitions])
-
-        await eventually(at_end, message=f"{topic.name} not read to its end")
-        return found
-    finally:
-        await consumer.stop()
+async def _values(bootstrap: str, topic: Topic) -> list[bytes]:
+    return [record.value for record in await read_records(bootstrap, topic)]
 
 
 async def test_concurrent_events_land_once_each_on_their_keys_partition(
@@ -97,55 +74,51 @@ async def test_concurrent_events_land_once_each_on_their_keys_partition(
         [(topics.conversions, key, value + b"-batch") for key, value in events[:100]])
     assert outcomes == [None] * 100
 
-    found = await _records(kafka_bootstrap, topics.conversions)
+    found = await read_records(kafka_bootstrap, topics.conversions)
     expected = events + [(key, value + b"-batch") for key, value in events[:100]]
-    assert sorted(value for _, _, value in found) == sorted(value for _, value in expected)
+    assert sorted(r.value for r in found) == sorted(value for _, value in expected)
     every = list(range(topics.conversions.partitions))
     partition_of = DefaultPartitioner()
-    for partition, key, _ in found:  # as the producer's default partitioner places them
-        assert partition == partition_of(key, every, every), key
+    for record in found:  # as the producer's default partitioner places them
+        assert record.partition == partition_of(record.key, every, every), record.key
 
 
 async def test_a_batch_nobody_waits_for_any_more_is_not_sent(
         private_broker: EmbeddedBroker, publisher_on: StartPublisher) -> None:
-    topics = TopicRegistry(random_ref("p") + ".")
-    await ensure_topics(private_broker.bootstrap, [topics.conversions])
     # Send timeout 0.3 s: a request waits that long; the produce request in flight, 1 s.
-    publisher = await publisher_on(private_broker.bootstrap, 0.3)
-    await publisher.publish(topics.conversions, key="K", value=b"before", event_id="before")
+    topic, publisher = await _started(private_broker, publisher_on, 0.3)
 
     private_broker.pause()
     try:
         # In flight when the broker stopped answering: refused at its deadline (0.3 s).
         with pytest.raises(BrokerUnavailable):
-            await publisher.publish(topics.conversions, key="K", value=b"in-flight",
+            await publisher.publish(topic, key="K", value=b"in-flight",
                                     event_id="in-flight")
         # Gathers behind the request in flight, which times out only at 1 s: refused at
         # 0.6 s, its batch is then wanted by nobody.
         with pytest.raises(BrokerUnavailable):
-            await publisher.publish(topics.conversions, key="K", value=b"refused",
+            await publisher.publish(topic, key="K", value=b"refused",
                                     event_id="refused")
     finally:
         private_broker.resume()
 
     # On another partition: an event of K's would join the refused event's batch (not yet
     # taken while the request in flight is being answered), and a batch goes whole.
-    every = list(range(topics.conversions.partitions))
+    every = list(range(topic.partitions))
     other = next(key for key in (f"L{i}" for i in range(100))
                  if DefaultPartitioner()(key.encode(), every, every)
                  != DefaultPartitioner()(b"K", every, every))
 
     async def accepted() -> bool:
         try:
-            await publisher.publish(topics.conversions, key=other, value=b"after",
+            await publisher.publish(topic, key=other, value=b"after",
                                     event_id="after")
         except BrokerUnavailable:
             return False
         return True
 
     await eventually(accepted, message="no event acknowledged after SIGCONT")
-    values = [value for _, _, value in await _records(private_broker.bootstrap,
-                                                       topics.conversions)]
+    values = await _values(private_broker.bootstrap, topic)
     assert b"refused" not in values  # answered 503, and never delivered
     assert values.count(b"before") == 1 and b"after" in values
     # The request in flight when the broker paused may or may not have been written: the
@@ -154,22 +127,19 @@ async def test_a_batch_nobody_waits_for_any_more_is_not_sent(
 
 async def test_a_batch_refused_while_the_broker_is_away_is_sent_again_within_the_deadline(
         private_broker: EmbeddedBroker, publisher_on: StartPublisher) -> None:
-    topics = TopicRegistry(random_ref("p") + ".")
-    await ensure_topics(private_broker.bootstrap, [topics.conversions])
-    publisher = await publisher_on(private_broker.bootstrap, 20.0)
-    await publisher.publish(topics.conversions, key="K", value=b"before", event_id="before")
+    topic, publisher = await _started(private_broker, publisher_on, 20.0)
 
     def retries() -> float:
         return REGISTRY.get_sample_value("tracker_produce_retries_total",
-                                         {"topic": topics.conversions.name}) or 0.0
+                                         {"topic": topic.name}) or 0.0
 
     private_broker.stop()  # connections refused: a retriable error
     waiting = asyncio.create_task(publisher.publish(
-        topics.conversions, key="K", value=b"retried", event_id="retried"))
+        topic, key="K", value=b"retried", event_id="retried"))
     await eventually(lambda: retries() >= 2, message="the refused batch was not retried")
     assert not waiting.done()
 
-    restarted = EmbeddedBroker(private_broker.port, log_path=LOG).start()
+    restarted = EmbeddedBroker(private_broker.port, log_path=PRIVATE_BROKER_LOG).start()
     try:
         await asyncio.wait_for(waiting, 20)  # acknowledged by the new broker: no exception
     finally:
@@ -178,14 +148,11 @@ async def test_a_batch_refused_while_the_broker_is_away_is_sent_again_within_the
 
 async def test_stopping_fails_what_the_broker_never_answered(
         private_broker: EmbeddedBroker, publisher_on: StartPublisher) -> None:
-    topics = TopicRegistry(random_ref("p") + ".")
-    await ensure_topics(private_broker.bootstrap, [topics.conversions])
-    publisher = await publisher_on(private_broker.bootstrap, 0.5)
-    await publisher.publish(topics.conversions, key="K", value=b"before", event_id="before")
+    topic, publisher = await _started(private_broker, publisher_on, 0.5)
     private_broker.pause()
     try:
         waiting = [asyncio.create_task(publisher.publish(
-            topics.conversions, key=f"K{i}", value=b"x", event_id=str(i))) for i in range(5)]
+            topic, key=f"K{i}", value=b"x", event_id=str(i))) for i in range(5)]
         await publisher.stop()
         results = await asyncio.gather(*waiting, return_exceptions=True)
         assert all(isinstance(result, BrokerUnavailable) for result in results), results
@@ -212,5 +179,5 @@ async def test_a_fault_in_the_produce_rounds_fails_only_what_it_held(
     await asyncio.gather(*(publisher.publish(topics.conversions, key=f"K{i}", value=b"v",
                                              event_id=str(i)) for i in range(3)))
     await publisher.publish(topics.conversions, key="K", value=b"after", event_id="after")
-    values = [value for _, _, value in await _records(kafka_bootstrap, topics.conversions)]
+    values = await _values(kafka_bootstrap, topics.conversions)
     assert values.count(b"v") == 3 and values.count(b"after") == 1

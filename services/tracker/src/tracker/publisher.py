@@ -81,9 +81,13 @@ class _Partition:
         self.open: _Batch | None = None
         self.queued: deque[_Batch] = deque()
 
+    @property
+    def has_batches(self) -> bool:
+        return self.open is not None or bool(self.queued)
+
     def next_batch(self) -> _Batch | None:
         """The oldest batch still wanted (dropping those nobody waits for), taken out."""
-        while self.queued or self.open is not None:
+        while self.has_batches:
             if self.queued:
                 batch = self.queued.popleft()
             else:
@@ -314,7 +318,7 @@ class EventPublisher:
         self._retry_at = None
         if self._producer is producer:
             for slot in self._partitions_by.values():
-                if slot.open is not None or slot.queued:
+                if slot.has_batches:
                     self._wake(producer, slot)
 
     @staticmethod
@@ -356,7 +360,7 @@ class EventPublisher:
         taken: dict[TopicPartition, _Batch] = {}
         leader_for = producer.client.cluster.leader_for_partition
         for slot in self._partitions_by.values():
-            if slot.open is None and not slot.queued:
+            if not slot.has_batches:
                 continue
             if leader_for(slot.tp) != node:
                 self._wake(producer, slot)

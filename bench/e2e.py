@@ -50,11 +50,9 @@ import asyncio
 import contextlib
 import itertools
 import json
-import multiprocessing
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -62,9 +60,6 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from email import policy
-from email.header import decode_header, make_header
-from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any
 
@@ -73,10 +68,9 @@ import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiosmtpd.controller import Controller
 from referral_devstack.broker import CLIENT_ENV, EmbeddedBroker
 from referral_devstack.demo import BOT_UA
-from referral_devstack.net import free_port, wait_for_port
+from referral_devstack.net import free_port
 from referral_devstack.postgres import EmbeddedPostgres, with_database
 from referral_events import Topic, TopicRegistry
 from referral_events.attribution import ReferralAttributed
@@ -95,6 +89,7 @@ from rich.progress import (
 )
 
 from .results import LATEST, RESULTS, load, process_cpu_seconds, record, tree_cpu_seconds
+from .sink import Sink
 
 
 def _command() -> str:
@@ -121,93 +116,6 @@ PLOT = ROOT / "docs" / "performance-e2e.png"
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0"
 
 console = Console()
-
-
-# -- the SMTP sink -------------------------------------------------------------------------
-
-class SinkHandler:
-    """aiosmtpd handler in the sink's own process: for every message, when it arrived
-    (CLOCK_MONOTONIC, which every process on the machine shares), to whom, which email (from
-    the subject), one line each in a file. Only headers are parsed."""
-
-    def __init__(self, path: str) -> None:
-        self._out = open(path, "a", buffering=1)
-        self._parser = BytesHeaderParser(policy=policy.default)  # decodes RFC 2047 words
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        now = time.monotonic()
-        raw = envelope.original_content or envelope.content
-        subject = self._subject(raw if isinstance(raw, bytes) else raw.encode()).lower()
-        kind = ("pending" if "pending" in subject else "approved" if "available" in subject
-                else "reversed" if "reversed" in subject else "rejected"
-                if "not approved" in subject else "other")
-        self._out.write("".join(f"{now:.6f}\t{rcpt.lower()}\t{kind}\n"
-                                for rcpt in envelope.rcpt_tos))
-        return "250 Message accepted for delivery"
-
-    def _subject(self, raw: bytes) -> str:
-        """The Subject, from its own lines only (the stdlib's parser of the whole header,
-        ~0.35 ms a message, was the sink's largest cost): unfolded, encoded words decoded."""
-        lines = raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
-        for i, line in enumerate(lines):
-            if line[:8].lower() == b"subject:":
-                value = line[8:]
-                for more in lines[i + 1:]:
-                    if more[:1] not in (b" ", b"\t"):
-                        break
-                    value += more
-                text = value.decode("ascii", "replace").strip()
-                return str(make_header(decode_header(text))) if "=?" in text else text
-        return str(self._parser.parsebytes(raw).get("Subject", ""))
-
-
-def _sink_process(port: int, path: str) -> None:
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # the server's threads too
-    controller = Controller(SinkHandler(path), hostname="127.0.0.1", port=port, ready_timeout=10)
-    controller.start()
-    signal.sigwait({signal.SIGTERM})
-    controller.stop()
-
-
-class Sink:
-    """The SMTP sink, an aiosmtpd server in a process of its own (in the load generator's
-    process its thread would wait for the GIL at every SMTP command and slow the notifier
-    down); ``arrivals`` reads what it noted so far."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.path = workdir / "arrivals.tsv"
-        self.path.touch()
-        self._arrivals: list[tuple[float, str, str]] = []
-        self._offset = 0
-        self._proc = multiprocessing.get_context("spawn").Process(
-            target=_sink_process, args=(self.port, str(self.path)), daemon=True)
-
-    def start(self) -> None:
-        self._proc.start()
-        wait_for_port("127.0.0.1", self.port, timeout=30, what="SMTP sink")
-
-    def stop(self) -> None:
-        if self._proc.is_alive():
-            self._proc.terminate()
-            self._proc.join(10)
-
-    @property
-    def pid(self) -> int:
-        assert self._proc.pid is not None, "start() first"
-        return self._proc.pid
-
-    @property
-    def arrivals(self) -> list[tuple[float, str, str]]:
-        with open(self.path, "rb") as f:
-            f.seek(self._offset)
-            chunk = f.read()
-        complete = chunk[:chunk.rfind(b"\n") + 1]
-        self._offset += len(complete)
-        for line in complete.decode().splitlines():
-            at, rcpt, kind = line.split("\t")
-            self._arrivals.append((float(at), rcpt, kind))
-        return self._arrivals
 
 
 # -- the stack -----------------------------------------------------------------------------

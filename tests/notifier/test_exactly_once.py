@@ -8,11 +8,14 @@ import uuid
 from typing import Any
 
 import pytest
+from notifier.compose import compose
 from notifier.notifications import LOCK_CLASS, Claim, NotificationKey, NotificationStore, State
+from prometheus_client import REGISTRY
 from referral_events import NotificationSent, RewardInReview
 from referral_kit.consuming import PoisonEvent
 
 from tests.notifier.support import address, notification_row, reward
+from tests.support import eventually
 from tests.support.kafka import collect, of_type
 
 
@@ -133,3 +136,49 @@ async def test_the_next_holder_reads_the_outcome_written_as_the_lock_was_release
     assert (claim.notification.state, claim.notification.attempts) == (State.SENT, 1)
     async with asyncio.timeout(5), _claim(store, key) as again:  # and it left no lock behind
         assert again.notification.state is State.SENT
+
+
+def _retries() -> float:
+    return REGISTRY.get_sample_value("notifier_smtp_retries_total") or 0.0
+
+
+async def test_transient_refusals_are_retried_and_each_attempt_is_on_record(
+        delivery, smtp_sink, database_url):
+    to = address()
+    refused, retries = smtp_sink.handler.refused, _retries()
+    smtp_sink.set_failure(451)
+    sending = asyncio.create_task(delivery(reward(email=to)))
+    try:
+        await eventually(lambda: smtp_sink.handler.refused - refused >= 3,
+                         message="fewer than 3 refusals")
+    finally:
+        smtp_sink.set_failure(None)
+    await asyncio.wait_for(sending, 30)
+    times_refused = smtp_sink.handler.refused - refused
+    assert len(smtp_sink.handler.to(to)) == 1
+    row = await notification_row(database_url, to)
+    # the first attempt (made before the retry loop) and every retry are counted and logged
+    assert (row["state"], row["attempts"], row["last_error"]) == ("sent", times_refused + 1,
+                                                                   None)
+    assert _retries() - retries == times_refused
+
+
+async def test_a_failed_sent_write_is_retried_without_sending_again(
+        delivery, smtp_sink, database_url, monkeypatch):
+    to = address()
+    store = delivery._store
+    mark_sent, failures = store.mark_sent, []
+
+    async def flaky(notification_id: str) -> Any:
+        if not failures:
+            failures.append(notification_id)
+            raise ConnectionResetError("the database went away for a moment")
+        return await mark_sent(notification_id)
+
+    monkeypatch.setattr(store, "mark_sent", flaky)
+    sent = await delivery.deliver(compose(reward(email=to).data), source_event_id="evt_flaky_"
+                                  + uuid.uuid4().hex[:8])
+    assert failures == [sent.id] and sent.state is State.SENT
+    assert len(smtp_sink.handler.to(to)) == 1
+    row = await notification_row(database_url, to)
+    assert (row["state"], row["attempts"]) == ("sent", 1)

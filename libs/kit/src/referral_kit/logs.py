@@ -44,7 +44,10 @@ def configure_logging(service: str, *, level: str = "INFO", fmt: str = "console"
         redact,
     ]
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        # filter_by_level first: a record below the level costs a level check, not the
+        # shared processors (~50 µs per "email sent" at WARNING, in the notifier's hot path)
+        processors=[structlog.stdlib.filter_by_level, *shared,
+                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
-from functools import cache
+from functools import cache, lru_cache
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
@@ -62,8 +62,10 @@ def choose_locale(*candidates: str | None) -> str:
     return "en"
 
 
+@lru_cache(maxsize=4096)
 def format_amount(amount: int, currency: str, kind: str, locale: str) -> str:
-    """Money from minor units in the locale's notation (nl ``€ 10,00``); points as a count."""
+    """Money from minor units in the locale's notation (nl ``€ 10,00``); points as a count.
+    Cached: a programme pays the same few amounts, and babel takes ~0.1 ms to format one."""
     if kind == "points":
         return MESSAGES[locale]["points"].format(count=f"{amount:,}".replace(",", "\u202f"))
     digits = get_currency_precision(currency)

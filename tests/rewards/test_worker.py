@@ -24,6 +24,7 @@ from referral_events import (
     utcnow,
 )
 from rewards.api.app import create_app
+from rewards.worker.decisions import CONSUMER as DECISIONS_CONSUMER
 from rewards.worker.run import run_worker
 
 from tests.support import eventually, serve_asgi
@@ -182,3 +183,30 @@ def _ts(text):
     from datetime import datetime
 
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+async def test_consumers_off_the_reward_path_fetch_less_often(rewards_settings, monkeypatch):
+    """Decisions are read with KAFKA_FETCH_MAX_WAIT_MS; reversals and hourly stats, which
+    no email waits for, with KAFKA_BACKGROUND_FETCH_MAX_WAIT_MS (every fetch costs the
+    embedded broker CPU)."""
+    import aiokafka
+
+    waits: dict[str, int] = {}
+    real_init = aiokafka.AIOKafkaConsumer.__init__
+
+    def spy(self, *topics, **options):
+        waits[options["client_id"]] = options["fetch_max_wait_ms"]
+        real_init(self, *topics, **options)
+
+    monkeypatch.setattr(aiokafka.AIOKafkaConsumer, "__init__", spy)
+    settings = rewards_settings.model_copy(update={"kafka_fetch_max_wait_ms": 41,
+                                                   "kafka_background_fetch_max_wait_ms": 733})
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(settings, stop))
+    try:
+        await eventually(lambda: len(waits) == 3, message=f"consumers started: {waits}")
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker, 20)
+    assert sorted(waits.values()) == [41, 733, 733]
+    assert waits[DECISIONS_CONSUMER] == 41

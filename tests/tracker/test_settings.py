@@ -38,3 +38,30 @@ def test_fastapis_own_opentelemetry_follows_the_setting(enabled: bool) -> None:
     app = create_app(TrackerSettings(opentelemetry=enabled))
     config = app._telemetry
     assert (config["tracing"], config["metrics"], config["logs"]) == (enabled,) * 3
+
+
+async def test_the_registry_view_fetches_with_the_background_wait(tracker_settings,
+                                                                  monkeypatch) -> None:
+    """No conversion waits for the tracker's registry view, and every fetch costs the
+    embedded broker CPU: it reads with KAFKA_BACKGROUND_FETCH_MAX_WAIT_MS."""
+    from referral_kit.registry_cache import RegistryCache
+    from tracker import runtime
+
+    waits: list[int] = []
+
+    class Spy(RegistryCache):
+        def __init__(self, **options: object) -> None:
+            waits.append(int(options["fetch_max_wait_ms"]))
+            super().__init__(**options)
+
+    monkeypatch.setattr(runtime, "RegistryCache", Spy)
+    settings = tracker_settings.model_copy(update={"kafka_fetch_max_wait_ms": 41,
+                                                   "kafka_background_fetch_max_wait_ms": 733})
+    tracker = runtime.TrackerRuntime(settings)
+    await tracker.publisher.start()
+    try:
+        registry = await tracker._load_registry()
+        await registry.stop()
+    finally:
+        await tracker.stop()
+    assert waits == [733]

@@ -108,7 +108,8 @@ class EventConsumer:
                  max_poll_records: int = 200, max_poll_interval_ms: int = 300_000,
                  session_timeout_ms: int = 10_000, heartbeat_interval_ms: int = 1_000,
                  rebalance_timeout_ms: int = 10_000, stop_timeout_s: float = 15.0,
-                 unhealthy_after_s: float = 60.0) -> None:
+                 unhealthy_after_s: float = 60.0, fetch_max_wait_ms: int | None = None) -> None:
+        """``fetch_max_wait_ms``: None takes ``KAFKA_FETCH_MAX_WAIT_MS``."""
         if (handler is None) == (batch_handler is None):
             raise ValueError("give exactly one of handler or batch_handler")
         self._settings = settings
@@ -129,6 +130,8 @@ class EventConsumer:
         self._keepalive_s = min(5.0, max_poll_interval_ms / 1000 / 4)
         self._stop_timeout = stop_timeout_s
         self._unhealthy_after = unhealthy_after_s
+        self._fetch_max_wait_ms = (settings.kafka_fetch_max_wait_ms if fetch_max_wait_ms is None
+                                   else fetch_max_wait_ms)
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -146,7 +149,7 @@ class EventConsumer:
             auto_offset_reset="earliest",
             max_poll_records=self._max_poll_records,
             max_poll_interval_ms=self._max_poll_interval_ms,
-            fetch_max_wait_ms=self._settings.kafka_fetch_max_wait_ms,
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
             **self._timeouts,
         )
         self._consumer.subscribe(list(self._topics), listener=_Membership(self))

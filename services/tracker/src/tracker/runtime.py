@@ -90,7 +90,7 @@ class TrackerRuntime:
     async def _load_registry(self) -> RegistryCache:
         cache = RegistryCache(bootstrap_servers=self.settings.kafka_bootstrap_servers,
                               topic=self.topics.registry, client_id="tracker-registry",
-                              fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms)
+                              fetch_max_wait_ms=self.settings.kafka_background_fetch_max_wait_ms)
         try:
             await cache.start()
             await cache.wait_caught_up(self.settings.registry_catch_up_seconds)

@@ -56,7 +56,8 @@ async def run_worker(settings: RewardsSettings, stop: asyncio.Event | None = Non
         reversals = EventConsumer(settings=settings, topics=[topics.reversals],
                                   group_id=f"{settings.topic_prefix}rewards-reversals",
                                   name=REVERSALS_CONSUMER,
-                                  handler=ReversalHandler(pool, topics), producer=producer)
+                                  handler=ReversalHandler(pool, topics), producer=producer,
+                                  fetch_max_wait_ms=settings.kafka_background_fetch_max_wait_ms)
         sweeper = ReversalSweeper(pool, topics, interval=settings.reversal_sweep_seconds)
         stats = StatsConsumer(settings=settings, topic=topics.stats,
                               group_id=f"{settings.topic_prefix}rewards-stats", pool=pool,

@@ -41,7 +41,7 @@ class StatsConsumer:
             self._topic.name, bootstrap_servers=self._settings.kafka_bootstrap_servers,
             group_id=self._group_id, client_id=CONSUMER, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=self._max_records,
-            fetch_max_wait_ms=self._settings.kafka_fetch_max_wait_ms,
+            fetch_max_wait_ms=self._settings.kafka_background_fetch_max_wait_ms,
             session_timeout_ms=10_000, heartbeat_interval_ms=1_000, rebalance_timeout_ms=10_000)
         await self._consumer.start()
         self._task = asyncio.create_task(self._run(), name="stats-consume")

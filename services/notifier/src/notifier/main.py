@@ -7,6 +7,7 @@ import sys
 
 import typer
 from pydantic import ValidationError
+from referral_kit.heap import freeze_startup_heap
 from referral_kit.logs import configure_logging
 from referral_kit.migrations import migrate as apply_migrations
 
@@ -36,7 +37,9 @@ def run() -> None:
     from .app import create_app
 
     settings = _settings()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
+    app = create_app(settings)
+    freeze_startup_heap()
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
                 access_log=False, server_header=False)
 
 

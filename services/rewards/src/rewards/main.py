@@ -7,6 +7,7 @@ import sys
 
 import typer
 from pydantic import ValidationError
+from referral_kit.heap import freeze_startup_heap
 from referral_kit.logs import configure_logging
 from referral_kit.migrations import migrate as apply_migrations
 
@@ -37,7 +38,9 @@ def api() -> None:
     from .api.app import create_app
 
     settings = _settings("api")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
+    app = create_app(settings)
+    freeze_startup_heap()
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
                 access_log=False, server_header=False)
 
 
@@ -50,7 +53,9 @@ def worker() -> None:
 
     # uvloop, as uvicorn gives the API: asyncpg and aiokafka spend much of the worker's time
     # in the event loop's socket handling (docs/performance.md, Rewards).
-    uvloop.run(run_worker(_settings("worker")))
+    settings = _settings("worker")
+    freeze_startup_heap()
+    uvloop.run(run_worker(settings))
 
 
 @app.command()

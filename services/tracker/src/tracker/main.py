@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 from typing import Any
 
 import uvicorn
 from pydantic import ValidationError
+from referral_kit.heap import freeze_startup_heap
 from referral_kit.logs import configure_logging
 
 from .app import create_app
@@ -39,12 +39,9 @@ def serve(app: Any, *, host: str, port: int, forwarded_allow_ips: str = "127.0.0
     """Run ``app`` with the tracker's server options (the benchmark's baseline uses them
     too, so the comparison is between applications, not servers).
 
-    What was built before serving (modules, models, routes, the app) lives as long as the
-    process: it is frozen out of the garbage collector's full passes, which otherwise
-    walked it all about once a second under load, 28-60 ms each time (the tracker's p99:
-    docs/performance.md)."""
-    gc.collect()
-    gc.freeze()
+    What was built before serving (modules, models, routes, the app) is frozen out of the
+    garbage collector's full passes (referral_kit.heap)."""
+    freeze_startup_heap()
     uvicorn.run(app, host=host, port=port, proxy_headers=True,
                 forwarded_allow_ips=forwarded_allow_ips, log_config=None, access_log=False,
                 server_header=False)

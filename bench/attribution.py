@@ -666,7 +666,7 @@ def pct(values: list[float], q: float) -> float:
 
 @contextlib.contextmanager
 def broker(workdir: Path) -> Iterator[str]:
-    b = EmbeddedBroker(free_port(), log_path=workdir / "broker.log").start()
+    b = EmbeddedBroker.on_free_port(log_path=workdir / "broker.log")
     try:
         yield b.bootstrap
     finally:

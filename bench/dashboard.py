@@ -201,7 +201,7 @@ async def _admin(dsn: str, statement: str) -> None:
 
 @contextlib.contextmanager
 def rewards_api(dsn: str, workdir: Path) -> Iterator[str]:
-    broker = EmbeddedBroker(free_port(), log_path=workdir / "broker.log").start()
+    broker = EmbeddedBroker.on_free_port(log_path=workdir / "broker.log")
     port = free_port()
     env = {**os.environ, "DATABASE_URL": dsn, "ADMIN_TOKEN": TOKEN, "ENVIRONMENT": "test",
            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, **CLIENT_ENV,

@@ -721,7 +721,7 @@ async def run() -> int:
                   f"{CONVERSIONS:,} conversions, steps of {STEP_SECONDS:g} s; logs in {workdir}")
     pg = await asyncio.to_thread(EmbeddedPostgres(workdir / "postgres",
                                                   delete_on_stop=True).start)
-    broker = EmbeddedBroker(free_port(), log_path=workdir / "broker.log").start()
+    broker = EmbeddedBroker.on_free_port(log_path=workdir / "broker.log")
     sink = Sink(workdir)
     sink.start()
     stack: Stack | None = None

@@ -71,7 +71,6 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from referral_devstack.broker import CLIENT_ENV, EmbeddedBroker
-from referral_devstack.net import free_port
 from referral_devstack.postgres import EmbeddedPostgres, with_database
 from referral_events import (
     AttributionModel,
@@ -527,7 +526,7 @@ async def run(work: Path) -> int:
     console.print(f"rewards: {EVENTS:,} referrals, {REFERRERS:,} referrers, batch {BATCH}, "
                   f"{ROUNDS} rounds")
     pg = EmbeddedPostgres(work / "pgdata", delete_on_stop=True).start()
-    broker = EmbeddedBroker(free_port(), log_path=work / "broker.log").start()
+    broker = EmbeddedBroker.on_free_port(log_path=work / "broker.log")
     try:
         postgres = CpuMeter(postmaster_pid(work / "pgdata"))
         admin = await asyncpg.connect(pg.uri)

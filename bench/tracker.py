@@ -452,7 +452,7 @@ def lost_in(run: LoadRun, found: set[str]) -> tuple[int, bool]:
 
 @contextlib.contextmanager
 def platform(workdir: Path) -> Iterator[tuple[str, TopicRegistry, Server, Server, str, str]]:
-    broker = EmbeddedBroker(free_port(), log_path=workdir / "broker.log").start()
+    broker = EmbeddedBroker.on_free_port(log_path=workdir / "broker.log")
     servers: list[Server] = []
     try:
         topics = TopicRegistry(f"bench{uuid.uuid4().hex[:8]}.")

@@ -67,7 +67,7 @@ def kafka_component(_docker: bool) -> Iterator[tuple[str, bool]]:
         return
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # one broker per xdist worker
     log_name = f"broker-{worker}.log" if worker else "broker.log"
-    broker = EmbeddedBroker(free_port(), log_path=ARTIFACTS / "logs" / log_name).start()
+    broker = EmbeddedBroker.on_free_port(log_path=ARTIFACTS / "logs" / log_name)
     try:
         yield broker.bootstrap, False
     finally:

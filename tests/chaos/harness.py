@@ -62,8 +62,7 @@ class Stack:
 
     async def start(self, *, attribution_workers: int = 1) -> Stack:
         LOGS.mkdir(parents=True, exist_ok=True)
-        self.broker = EmbeddedBroker(free_port(), log_path=LOGS / f"{self.run_id}-broker.log"
-                                     ).start()
+        self.broker = EmbeddedBroker.on_free_port(log_path=LOGS / f"{self.run_id}-broker.log")
         self._pgdir = Path(tempfile.mkdtemp(prefix="chaos-pg-"))
         self.postgres = EmbeddedPostgres(self._pgdir / "pgdata").start()
         self.smtp = MailCatcher(port=free_port()).start()

@@ -11,7 +11,7 @@ from referral_events import AttributionModel, TopicRegistry
 from tracker.app import create_app
 from tracker.config import TrackerSettings
 
-from tests.support import eventually, free_port, serve_asgi
+from tests.support import eventually, serve_asgi
 
 from .support import BROWSER_UA, PRIVATE_BROKER_LOG, Programme, publish_registry, random_ref
 
@@ -22,7 +22,7 @@ def private_broker(kafka_component: tuple[str, bool]) -> Iterator[EmbeddedBroker
     broker must stay up for the other tests)."""
     if kafka_component[1]:
         pytest.skip("needs the embedded broker binary (an external Kafka is in use)")
-    broker = EmbeddedBroker(free_port(), log_path=PRIVATE_BROKER_LOG).start()
+    broker = EmbeddedBroker.on_free_port(log_path=PRIVATE_BROKER_LOG)
     try:
         yield broker
     finally:

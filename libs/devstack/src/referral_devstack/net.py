@@ -37,15 +37,17 @@ class PortTaken(RuntimeError):
 
 
 def _listening_inodes(port: int) -> set[str] | None:
-    """Socket inodes listening on TCP ``port`` (IPv4), from /proc; None without /proc."""
-    table = Path("/proc/net/tcp")
-    if not table.exists():
+    """Socket inodes listening on TCP ``port`` (IPv4 and IPv6), from /proc; None without
+    /proc."""
+    tables = [t for t in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")) if t.exists()]
+    if not tables:
         return None
     inodes = set()
-    for line in table.read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
-            inodes.add(fields[9])
+    for table in tables:
+        for line in table.read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                inodes.add(fields[9])
     return inodes
 
 

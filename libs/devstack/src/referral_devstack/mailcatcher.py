@@ -38,22 +38,31 @@ class CaughtMail:
         self._received: Counter[str] = Counter()  # envelope recipient (lower-case) → messages
         self.refused = 0
         self._failure: int | None = None
+        self._failing: dict[str, int] = {}  # recipient (lower-case) → reply code
         self._lock = threading.Lock()
         if directory:
             directory.mkdir(parents=True, exist_ok=True)
 
-    def set_failure(self, code: int | None) -> None:
-        """Answer every RCPT with ``code`` (e.g. 451 transient, 550 permanent); None heals."""
+    def set_failure(self, code: int | None, *, recipient: str | None = None) -> None:
+        """Answer every RCPT (or only those to ``recipient``) with ``code`` (e.g. 451
+        transient, 550 permanent); None heals."""
         if code is not None and code not in _REPLIES:
             raise ValueError(f"choose one of {sorted(_REPLIES)}")
-        self._failure = code
+        if recipient is None:
+            self._failure = code
+        elif code is None:
+            self._failing.pop(recipient.lower(), None)
+        else:
+            self._failing[recipient.lower()] = code
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
-        if self._failure is not None:
+        failure = self._failure if self._failure is not None else self._failing.get(
+            address.lower())
+        if failure is not None:
             with self._lock:
                 self.refused += 1
-            return _REPLIES[self._failure]
+            return _REPLIES[failure]
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -97,8 +106,8 @@ class MailCatcher:
     def messages(self) -> list[EmailMessage]:
         return self.handler.messages
 
-    def set_failure(self, code: int | None) -> None:
-        self.handler.set_failure(code)
+    def set_failure(self, code: int | None, *, recipient: str | None = None) -> None:
+        self.handler.set_failure(code, recipient=recipient)
 
     def start(self) -> MailCatcher:
         self._controller = Controller(self.handler, hostname=self.host, port=self.port,

@@ -92,11 +92,13 @@ class _Membership(ConsumerRebalanceListener):
         if revoked:
             log.info("partitions revoked", consumer=self._owner.name,
                      partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
+        await self._owner._on_revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self._owner.rebalances += 1
         log.info("partitions assigned", consumer=self._owner.name,
                  partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
+        self._owner._on_assigned(set(assigned))
         if assigned:
             self._owner.assigned.set()
 
@@ -192,6 +194,13 @@ class EventConsumer:
         LOOP_DEATHS.labels(self._name).inc()
         log.error("consumer loop died: no more events are consumed", consumer=self._name,
                   exc_info=self.error)
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Called as a rebalance takes ``revoked`` away (still assigned, still committable).
+        Here nothing is in flight outside the loop, which commits as it goes."""
+
+    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Called with the new assignment after a rebalance."""
 
     # -- the loop ---------------------------------------------------------------------------
 

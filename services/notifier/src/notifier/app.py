@@ -8,9 +8,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import asyncpg
 from fastapi import FastAPI
-from referral_kit.consuming import EventConsumer
 from referral_kit.http import health_router, install_problem_handlers
 from referral_kit.kafka import ensure_topics, make_producer
+from referral_kit.key_ordered import KeyOrderedConsumer
 from referral_kit.migrations import migrate
 
 from .config import NotifierSettings
@@ -63,10 +63,10 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
             delivery = Delivery(store=NotificationStore(pool), sender=sender,
                                 announcer=OutcomeAnnouncer(producer, topics.notifications),
                                 settings=settings, tokens=tokens)
-            consumer = SupervisedConsumer(lambda: EventConsumer(
+            consumer = SupervisedConsumer(lambda: KeyOrderedConsumer(
                 settings=settings, topics=[topics.rewards],
                 group_id=f"{settings.topic_prefix}notifier", name="notifier",
-                batch_handler=delivery.batch, producer=producer,
+                handler=delivery, concurrency=settings.concurrency, producer=producer,
                 max_backoff_s=settings.retry_max_backoff_seconds))
             await consumer.start()
             stack.push_async_callback(consumer.stop)

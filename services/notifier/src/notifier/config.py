@@ -25,7 +25,7 @@ class NotifierSettings(PlatformSettings, DatabaseSettings):
     smtp_timeout_seconds: float = Field(10.0, gt=0)
     concurrency: int = Field(
         8, ge=1, le=64,
-        description="Emails in flight at once: events of one poll are handled concurrently, "
+        description="Emails in flight at once: events are handled concurrently, "
                     "one referrer's (one record key's) in order; also the number of SMTP "
                     "sessions kept open. The database pool gets this many connections + 2.")
     from_email: str = "referrals@localhost"

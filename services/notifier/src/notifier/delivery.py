@@ -9,10 +9,10 @@
    between SMTP's accept and that write resends once after restart, with the same Message-ID
    (services/notifier/README.md says why that is the chosen side of the trade-off).
 
-The consumer hands over a poll at a time (:meth:`Delivery.batch`): events with different
-record keys (referrers) are delivered concurrently, up to ``NOTIFIER_CONCURRENCY`` emails in
-flight, and the events of one key in their partition order, so a referrer never gets
-"approved" before "pending".
+The consumer (:class:`~referral_kit.key_ordered.KeyOrderedConsumer`) calls it once per event:
+events with different record keys (referrers) concurrently, up to ``NOTIFIER_CONCURRENCY``
+emails in flight, and the events of one key in their partition order, so a referrer never
+gets "approved" before "pending".
 
 Transient SMTP failures are retried here with exponential backoff and jitter; past the retry
 window the handler raises, and the consumer keeps retrying without committing past the event.
@@ -21,14 +21,12 @@ A permanent failure marks the row failed and dead-letters the event (PoisonEvent
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
 from typing import Any
 
 import structlog
 from prometheus_client import Counter
 from referral_events import Envelope, RewardEvent
-from referral_kit.consuming import BatchItem, PoisonEvent
+from referral_kit.consuming import PoisonEvent
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -55,8 +53,7 @@ SUPPRESSED = Counter("notifier_emails_suppressed_total", "Emails not sent: recip
 
 
 class Delivery:
-    """The reward-topic handler: called once per decoded event, or a poll at a time
-    (:meth:`batch`)."""
+    """The reward-topic handler: called once per decoded event."""
 
     def __init__(self, *, store: NotificationStore, sender: SmtpSender,
                  announcer: OutcomeAnnouncer, settings: NotifierSettings,
@@ -64,33 +61,6 @@ class Delivery:
         self._store, self._sender, self._announcer = store, sender, announcer
         self._settings = settings
         self._tokens = tokens
-        self._in_flight = asyncio.Semaphore(settings.concurrency)
-
-    async def batch(self, items: list[BatchItem]) -> Sequence[BaseException | None]:
-        """Deliver a poll's events: one chain per record key, chains concurrently. Returns
-        a PoisonEvent for each event refused for good (dead-lettered by the consumer). Any
-        other failure is raised once every chain has stopped, so the consumer retries the
-        poll; what was sent meanwhile is recorded and only re-announced then."""
-        outcomes: list[BaseException | None] = [None] * len(items)
-        chains: dict[bytes | None, list[int]] = {}
-        for index, (_, record) in enumerate(items):
-            chains.setdefault(record.key, []).append(index)
-
-        async def run(indices: list[int]) -> None:
-            for index in indices:
-                envelope, record = items[index]
-                async with self._in_flight:
-                    try:
-                        await self(envelope, record)
-                    except PoisonEvent as exc:
-                        outcomes[index] = exc
-
-        failures = [result for result in await asyncio.gather(
-            *(run(indices) for indices in chains.values()), return_exceptions=True)
-            if isinstance(result, BaseException)]
-        if failures:
-            raise failures[0]
-        return outcomes
 
     async def __call__(self, envelope: Envelope[Any], _record: Any = None) -> None:
         event = envelope.data

@@ -143,7 +143,7 @@ async def test_other_keys_pass_a_slow_one_and_each_key_keeps_its_order(
         await eventually(lambda: _committed_to_the_end(
             kafka_bootstrap, f"{topics.prefix}notifier", published),
             message="offsets not committed to the end")
-        assert consumer.pending == 0
+        assert consumer.held == 0
     finally:
         await consumer.stop()
 
@@ -284,7 +284,7 @@ async def test_at_its_limit_it_pauses_its_partitions_and_stays_in_the_group(
         settings, topics, producer, kafka_bootstrap) -> None:
     handler = Recorder()
     handler.hold("ref_0")
-    consumer = _consumer(settings, topics, producer, handler, concurrency=1, max_pending=4,
+    consumer = _consumer(settings, topics, producer, handler, concurrency=2, max_held=4,
                          max_poll_records=2, max_poll_interval_ms=1000)
     await consumer.start()
     try:
@@ -292,17 +292,45 @@ async def test_at_its_limit_it_pauses_its_partitions_and_stays_in_the_group(
         joined, member = consumer.rebalances, consumer._consumer._coordinator.member_id
         events = _events(["ref_0"], 20)
         await _publish(kafka_bootstrap, topics.rewards.name, events)
-        await eventually(lambda: consumer.pending >= 4, timeout=30)
+        await eventually(lambda: consumer.held >= 4, timeout=30)
         await eventually(lambda: consumer._consumer.paused(), message="never paused")
         # Outlast max_poll_interval three times over (the point of the test: a fixed time).
         await asyncio.sleep(3)
-        assert consumer.pending <= 4 + 2 - 1  # the last poll may top it up past the limit
+        assert consumer.held <= 4 + 2 - 1  # the last poll may top it up past the limit
         assert consumer.rebalances == joined
         assert consumer._consumer._coordinator.member_id == member
         handler.release("ref_0")
         await eventually(lambda: handler.keys_done("ref_0") == [e.id for _, e in events],
                          timeout=30, message=f"done {len(handler.done)}")
         await eventually(lambda: not consumer._consumer.paused(), message="still paused")
+    finally:
+        await consumer.stop()
+
+
+async def test_it_reads_ahead_no_further_than_twice_its_slots(
+        settings, topics, producer, kafka_bootstrap) -> None:
+    """The backlog stays in the broker: with two slots taken for good, at most four records
+    (plus the rest of the poll that reached that) are read; the rest wait their turn."""
+    handler = Recorder()
+    keys = [f"ref_{n}" for n in range(10)]
+    for key in keys:
+        handler.hold(key)
+    consumer = _consumer(settings, topics, producer, handler, concurrency=2,
+                         max_poll_records=2, max_poll_interval_ms=1000)
+    await consumer.start()
+    try:
+        events = _events(keys, 1)
+        await _publish(kafka_bootstrap, topics.rewards.name, events)
+        await eventually(lambda: len(handler.started) == 2, timeout=60)
+        await eventually(lambda: consumer._consumer.paused(),
+                         message="never stopped reading (nothing got done for a while)")
+        assert 4 <= consumer.held <= 4 + 2 - 1
+        assert len(handler.started) == 2
+        for key in keys:
+            handler.release(key)
+        await eventually(lambda: sorted(e for _, e in handler.done)
+                         == sorted(e.id for _, e in events), timeout=30)
+        await eventually(lambda: consumer.held == 0)
     finally:
         await consumer.stop()
 
@@ -323,7 +351,7 @@ async def test_an_error_escaping_the_retries_ends_the_loop_and_shows(
         await eventually(lambda: not consumer.running, timeout=60, message="still running")
         assert isinstance(consumer.error, LoopKiller)
         assert not consumer.healthy
-        assert consumer.pending == 0
+        assert consumer.held == 0
     finally:
         await consumer.stop()
 

@@ -10,8 +10,12 @@ events are handled:
   ``concurrency`` slots to run the handler;
 * a partition is committed up to its first record not yet done, so a crash or a rebalance
   replays from there, and idempotent handlers make the replay a no-op;
-* at most ``max_pending`` records are held; beyond that its partitions are paused and still
-  polled, so the member stays in the group (as EventConsumer does while busy).
+* it reads ahead only while fewer than ``2 * concurrency`` records wait or run (the backlog
+  stays in the broker, where every partition gets its turn), and while fewer than
+  ``max_held`` are read and not yet committed (an event retried for long holds every later
+  record of its partition). When nothing gets done for a few seconds, its partitions are
+  paused and still polled, so the member stays in the group (as EventConsumer does while
+  busy).
 
 Failures are EventConsumer's: undecodable records and :class:`PoisonEvent` go to the
 dead-letter topic; any other ``Exception`` is retried with backoff in place, holding back
@@ -37,45 +41,51 @@ from referral_events import Envelope, EventData
 
 from .consuming import EventConsumer, Handler, Record, _Stopping
 
-PENDING = Gauge("event_consumer_pending_events",
-                "Records read and not yet done (handled or dead-lettered)", ["consumer"])
+HELD = Gauge("event_consumer_held_events",
+             "Records read and not yet committed (in flight, waiting, or done behind one "
+             "that is not)", ["consumer"])
 
 _Key = tuple[TopicPartition, bytes | None]
 
 
 class KeyOrderedConsumer(EventConsumer):
     def __init__(self, *, handler: Handler, concurrency: int = 32,
-                 max_pending: int | None = None, drain_timeout_s: float | None = None,
+                 max_held: int | None = None, drain_timeout_s: float | None = None,
                  **options: Any) -> None:
-        """``max_pending`` defaults to eight records per slot (at least a poll's worth);
-        ``drain_timeout_s`` to half the rebalance timeout, so the member rejoins in time."""
+        """``max_held`` defaults to 32 records per slot, at least 1,024 and two polls' worth
+        (a record done costs an int until committed); ``drain_timeout_s`` to half the
+        rebalance timeout, so the member rejoins in time."""
         super().__init__(handler=handler, **options)
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self._slots = asyncio.Semaphore(concurrency)
-        self._max_pending = max_pending or max(8 * concurrency, self._max_poll_records)
+        self._max_held = max_held or max(1024, 32 * concurrency, 2 * self._max_poll_records)
+        self._max_open = 2 * concurrency
         rebalance_s = self._timeouts["rebalance_timeout_ms"] / 1000
         self._drain_timeout = (min(self._stop_timeout, rebalance_s / 2)
                                if drain_timeout_s is None else drain_timeout_s)
-        self._queues: dict[TopicPartition, deque[tuple[int, asyncio.Task[None]]]] = {}
+        # Per partition: the offsets read and not committed, in order; and of those, the ones
+        # not done yet (or stopped or cancelled: the commit never passes them).
+        self._queues: dict[TopicPartition, deque[int]] = {}
+        self._open: dict[TopicPartition, dict[int, asyncio.Task[None]]] = {}
+        self._held = 0
         self._tails: dict[_Key, asyncio.Task[None]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # not done
         self._revoked: set[TopicPartition] = set()  # until the next assignment
-        self._room = asyncio.Event()  # set while fewer than max_pending are held
-        self._room.set()
+        self._progress = asyncio.Event()  # a record got done (or the loop must wake)
         self._fatal: BaseException | None = None
         self._committing = asyncio.Lock()  # the loop and a drain: offsets never go back
-        self._pending_gauge = PENDING.labels(self._name)
+        self._held_gauge = HELD.labels(self._name)
 
     async def stop(self) -> None:
         self._stopping.set()
-        self._room.set()  # wake a loop waiting for room
+        self._progress.set()  # wake a loop waiting for room
         await super().stop()
 
     @property
-    def pending(self) -> int:
-        """Records read and not yet done."""
-        return len(self._tasks)
+    def held(self) -> int:
+        """Records read and not yet committed."""
+        return self._held
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -84,58 +94,69 @@ class KeyOrderedConsumer(EventConsumer):
         consumer = self._consumer
         try:
             while not self._stopping.is_set():
-                full = len(self._tasks) >= self._max_pending
-                if full:
-                    consumer.pause(*(consumer.assignment() - consumer.paused()))
-                    try:
-                        async with asyncio.timeout(self._keepalive_s):
-                            await self._room.wait()
-                    except TimeoutError:
-                        pass
-                elif consumer.paused():
-                    consumer.resume(*consumer.paused())
+                self._progress.clear()
+                await self._commit_done(list(self._queues))
+                if self._held >= self._max_held or len(self._tasks) >= self._max_open:
+                    await self._wait_for_room()
+                else:
+                    if consumer.paused():
+                        consumer.resume(*consumer.paused())
+                    self._schedule_all(await consumer.getmany(timeout_ms=500))
                 if self._fatal is not None:
                     raise self._fatal
-                if self._stopping.is_set():
-                    break
-                # Paused partitions return nothing, but the poll keeps the member alive;
-                # partitions a rebalance assigned meanwhile are not paused yet and may.
-                polled = await consumer.getmany(timeout_ms=0 if full else 500)
-                if consumer.assignment():
-                    self.assigned.set()
-                for tp, records in polled.items():
-                    if tp not in self._revoked:
-                        for record in records:
-                            self._schedule(tp, record)
-                self._pending_gauge.set(len(self._tasks))
-                await self._commit_done(list(self._queues))
         finally:
             # Stopping: let what runs finish, within stop()'s own wait. Dying: cancel now.
             timeout = max(0.0, self._stop_timeout - 1) if self._stopping.is_set() else 0.0
             await self._drain(list(self._queues), timeout)
-            self._pending_gauge.set(len(self._tasks))
+            self._held_gauge.set(self._held)
+
+    async def _wait_for_room(self) -> None:
+        """Wait for a record to get done; if none does for a while, poll the partitions
+        paused, only to stay in the group (they return nothing; partitions a rebalance
+        assigned meanwhile are not paused yet and may)."""
+        assert self._consumer is not None
+        try:
+            async with asyncio.timeout(self._keepalive_s):
+                await self._progress.wait()
+            return
+        except TimeoutError:
+            pass
+        consumer = self._consumer
+        consumer.pause(*(consumer.assignment() - consumer.paused()))
+        self._schedule_all(await consumer.getmany(timeout_ms=0))
+
+    def _schedule_all(self, polled: dict[TopicPartition, list[Record]]) -> None:
+        if self._consumer is not None and self._consumer.assignment():
+            self.assigned.set()
+        for tp, records in polled.items():
+            if tp not in self._revoked:
+                for record in records:
+                    self._schedule(tp, record)
+        self._held_gauge.set(self._held)
 
     def _schedule(self, tp: TopicPartition, record: Record) -> None:
         key = (tp, record.key)
         task = asyncio.create_task(self._handle_record(tp, record, self._tails.get(key)))
         self._tails[key] = task
         self._tasks.add(task)
-        self._queues.setdefault(tp, deque()).append((record.offset, task))
-        task.add_done_callback(partial(self._record_done, key))
-        if len(self._tasks) >= self._max_pending:
-            self._room.clear()
+        self._queues.setdefault(tp, deque()).append(record.offset)
+        self._open.setdefault(tp, {})[record.offset] = task
+        self._held += 1
+        task.add_done_callback(partial(self._record_done, key, record.offset))
 
-    def _record_done(self, key: _Key, task: asyncio.Task[None]) -> None:
+    def _record_done(self, key: _Key, offset: int, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if self._tails.get(key) is task:
             del self._tails[key]
-        if len(self._tasks) < self._max_pending:
-            self._room.set()
-        if not task.cancelled():
+        if _succeeded(task):
+            if (open_ := self._open.get(key[0])) is not None:
+                open_.pop(offset, None)
+            self._progress.set()
+        elif not task.cancelled():
             error = task.exception()  # retrieved here, always (no "never retrieved")
-            if error is not None and not isinstance(error, _Stopping) and self._fatal is None:
+            if not isinstance(error, _Stopping) and self._fatal is None:
                 self._fatal = error  # escaped every retry: the loop ends with it
-                self._room.set()
+                self._progress.set()
 
     async def _handle_record(self, tp: TopicPartition, record: Record,
                              previous: asyncio.Task[None] | None) -> None:
@@ -166,10 +187,11 @@ class KeyOrderedConsumer(EventConsumer):
         """Per partition, the offset after its longest run of done records (popped)."""
         offsets = {}
         for tp in partitions:
-            queue = self._queues.get(tp)
+            queue, open_ = self._queues.get(tp), self._open.get(tp, {})
             done = None
-            while queue and _succeeded(queue[0][1]):
-                done = queue.popleft()[0] + 1
+            while queue and queue[0] not in open_:
+                done = queue.popleft() + 1
+                self._held -= 1
             if done is not None:
                 offsets[tp] = done
         return offsets
@@ -182,7 +204,8 @@ class KeyOrderedConsumer(EventConsumer):
     async def _drain(self, partitions: list[TopicPartition], wait_s: float) -> None:
         """Wait up to ``wait_s`` for the records of ``partitions`` in flight, commit what is
         done, cancel the rest and forget the partitions."""
-        tasks = {task for tp in partitions for _, task in self._queues.get(tp, ())}
+        tasks = {task for tp in partitions for task in self._open.get(tp, {}).values()
+                 if not task.done()}
         try:
             if tasks and wait_s > 0:
                 await asyncio.wait(tasks, timeout=wait_s)
@@ -192,7 +215,8 @@ class KeyOrderedConsumer(EventConsumer):
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._commit_done(partitions)
             for tp in partitions:
-                self._queues.pop(tp, None)
+                self._held -= len(self._queues.pop(tp, ()))
+                self._open.pop(tp, None)
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         self._revoked |= revoked

@@ -31,6 +31,7 @@ again by whoever gets the partition. **Stopping.** No handler call starts after
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from functools import partial
 from typing import Any
@@ -49,6 +50,10 @@ _Key = tuple[TopicPartition, bytes | None]
 
 
 class KeyOrderedConsumer(EventConsumer):
+    #: Done records are committed this often at most (and at once when the held limit is
+    #: reached): a commit is a broker request, and records get done one at a time.
+    COMMIT_INTERVAL_S = 0.2
+
     def __init__(self, *, handler: Handler, concurrency: int = 32,
                  max_held: int | None = None, drain_timeout_s: float | None = None,
                  **options: Any) -> None:
@@ -76,6 +81,7 @@ class KeyOrderedConsumer(EventConsumer):
         self._fatal: BaseException | None = None
         self._committing = asyncio.Lock()  # the loop and a drain: offsets never go back
         self._held_gauge = HELD.labels(self._name)
+        self._committed_at = 0.0
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -95,7 +101,11 @@ class KeyOrderedConsumer(EventConsumer):
         try:
             while not self._stopping.is_set():
                 self._progress.clear()
-                await self._commit_done(list(self._queues))
+                now = time.monotonic()
+                if (now - self._committed_at >= self.COMMIT_INTERVAL_S
+                        or self._held >= self._max_held):
+                    self._committed_at = now
+                    await self._commit_done(list(self._queues))
                 if self._held >= self._max_held or len(self._tasks) >= self._max_open:
                     await self._wait_for_room()
                 else:

@@ -182,3 +182,47 @@ async def test_a_failed_sent_write_is_retried_without_sending_again(
     assert len(smtp_sink.handler.to(to)) == 1
     row = await notification_row(database_url, to)
     assert (row["state"], row["attempts"]) == ("sent", 1)
+
+
+class _OneConnection:
+    """A pool of one real connection, so a test can see the transaction a claim ran in."""
+
+    def __init__(self, conn) -> None:
+        self._conn = conn
+
+    def acquire(self):
+        conn = self._conn
+
+        class _Acquired:
+            async def __aenter__(self):
+                return conn
+
+            async def __aexit__(self, *exc):
+                return False
+
+        return _Acquired()
+
+
+async def test_the_claim_alone_commits_without_waiting_for_its_wal(notifier_db):
+    """The claim turns synchronous_commit off for its own transaction (its WAL is flushed
+    with the outcome's, which keeps it on); the session's setting is left as it was."""
+    async with notifier_db.acquire() as conn:
+        store = NotificationStore(_OneConnection(conn))
+        key = NotificationKey(f"evt_{uuid.uuid4().hex[:8]}", address(), "referrer.pending")
+        await conn.execute("BEGIN")
+        try:
+            async with store.claim(key, locale="en", message_id=key.message_id("localhost"),
+                                   program_id="prg_1", category="rewards") as claim:
+                assert claim.notification.state is State.QUEUED
+                assert await conn.fetchval("SHOW synchronous_commit") == "off"
+                await store.mark_sent(claim.notification.id)
+        finally:
+            await conn.execute("ROLLBACK")
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
+        # Outside a transaction block the claim's statement is its own transaction.
+        async with store.claim(key, locale="en", message_id=key.message_id("localhost"),
+                               program_id="prg_1", category="rewards") as claim:
+            assert claim.notification.state is State.QUEUED
+            assert await conn.fetchval("SHOW synchronous_commit") == "on"
+            sent = await store.mark_sent(claim.notification.id)
+        assert sent.state is State.SENT

@@ -79,16 +79,6 @@ class Claim:
     unsubscribed: bool  # the recipient asked for no more emails of this kind
 
 
-# The claim commits without waiting for its WAL to reach the disk (synchronous_commit off
-# for its own transaction only). Nothing is lost by that: the outcome's write that follows
-# commits synchronously, and WAL is flushed in order, so the claim is on disk by the time
-# the outcome is. Should PostgreSQL crash in between, the claim may vanish; the email is
-# then owed again, exactly as a row still queued would be (the documented resend with the
-# same Message-ID), only its attempt count is lower. It spares a WAL flush per email.
-CLAIM_SQL = ("SELECT notification, unsubscribed, locked FROM claim_notification("
-             "$1, $2, $3, $4, $5, $6, $7, $8, $9), set_config('synchronous_commit', 'off', true)")
-
-
 class NotificationStore:
     """Notification rows in PostgreSQL (schema ``notifier`` on the pool's search path)."""
 
@@ -112,7 +102,9 @@ class NotificationStore:
         async with self._pool.acquire() as conn:
             claimed = False
             try:
-                row = await conn.fetchrow(CLAIM_SQL, key.notification_id,
+                row = await conn.fetchrow(
+                    "SELECT notification, unsubscribed, locked FROM claim_notification("
+                    "$1, $2, $3, $4, $5, $6, $7, $8, $9)", key.notification_id,
                     key.source_event_id, key.recipient, key.template, locale, message_id,
                     program_id, category, LOCK_CLASS)
                 claimed = True

@@ -25,11 +25,18 @@ def port_open(host: str, port: int) -> bool:
 
 
 def wait_for_port(host: str, port: int, *, timeout: float = 20.0, what: str = "service") -> None:
+    _poll_until(lambda: port_open(host, port), interval=0.05, timeout=timeout, host=host,
+                port=port, what=what)
+
+
+def _poll_until(ready: Callable[[], bool], *, interval: float, timeout: float, host: str,
+                port: int, what: str) -> None:
+    """Call ``ready`` every ``interval`` until it holds; TimeoutError after ``timeout``."""
     deadline = time.monotonic() + timeout
-    while not port_open(host, port):
+    while not ready():
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} did not open {host}:{port} within {timeout:.0f}s")
-        time.sleep(0.05)
+        time.sleep(interval)
 
 
 class PortTaken(RuntimeError):
@@ -72,18 +79,14 @@ def wait_for_own_port(pid: int, alive: Callable[[], bool], host: str, port: int,
     :func:`free_port` can be taken by someone else before the process binds it (in a test
     run, another worker's component restarting on a port it had): then the process exits
     and PortTaken is raised, rather than the port's other owner being taken for it.
-    Without /proc, any listener counts (:func:`wait_for_port`)."""
-    deadline = time.monotonic() + timeout
-    while True:
+    Without /proc, any listener counts (:func:`port_open`)."""
+    def listening() -> bool:
         if not alive():
             raise PortTaken(f"{what} exited before listening on {host}:{port}; "
                             "is another process using the port?")
-        listening = _listening_inodes(port)
-        if listening is None:
-            wait_for_port(host, port, timeout=max(deadline - time.monotonic(), 0.1), what=what)
-            return
-        if listening & _socket_inodes(pid):
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} did not open {host}:{port} within {timeout:.0f}s")
-        time.sleep(0.02)
+        inodes = _listening_inodes(port)
+        if inodes is None:
+            return port_open(host, port)
+        return bool(inodes & _socket_inodes(pid))
+
+    _poll_until(listening, interval=0.02, timeout=timeout, host=host, port=port, what=what)

@@ -138,6 +138,50 @@ async def test_the_next_holder_reads_the_outcome_written_as_the_lock_was_release
         assert again.notification.state is State.SENT
 
 
+async def test_an_unsubscribe_made_while_a_claim_waited_for_the_lock_is_honoured(
+        notifier_db) -> None:
+    # A second claim of an email (a redelivery) waits for the first holder's lock; the
+    # suppression list must be read after that wait, not before it.
+    store = NotificationStore(notifier_db)
+    key = NotificationKey(f"evt-{uuid.uuid4().hex[:8]}", address(), "referrer.pending")
+
+    async def next_holder() -> Claim:
+        async with _claim(store, key) as claim:
+            return claim
+
+    async with _claim(store, key) as first:  # new: inserted with its attempt counted
+        assert (first.notification.state, first.notification.attempts) == (State.QUEUED, 1)
+        assert first.unsubscribed is False
+        waiting = asyncio.create_task(next_holder())
+        await asyncio.sleep(0.2)  # let it block on the lock
+        assert not waiting.done()
+        async with notifier_db.acquire() as conn:
+            await conn.execute("INSERT INTO unsubscribes (recipient, program_id, category)"
+                               " VALUES ($1, 'prg-test', 'rewards')", key.recipient)
+    # the first holder left without an outcome: the row is still queued for the next one
+    async with asyncio.timeout(5):
+        claim = await waiting
+    assert claim.unsubscribed is True
+    assert (claim.notification.state, claim.notification.attempts) == (State.QUEUED, 1)
+
+
+async def test_an_email_to_someone_unsubscribed_is_inserted_without_an_attempt(
+        notifier_db) -> None:
+    store = NotificationStore(notifier_db)
+    key = NotificationKey(f"evt-{uuid.uuid4().hex[:8]}", address(), "referrer.pending")
+    async with notifier_db.acquire() as conn:
+        await conn.execute("INSERT INTO unsubscribes (recipient, program_id, category)"
+                           " VALUES ($1, 'prg-test', 'rewards')", key.recipient)
+    async with _claim(store, key) as claim:
+        assert claim.unsubscribed is True
+        assert (claim.notification.state, claim.notification.attempts) == (State.QUEUED, 0)
+        assert claim.notification.id == key.notification_id
+        suppressed = await store.mark_suppressed(claim.notification.id)
+    assert (suppressed.state, suppressed.attempts) == (State.SUPPRESSED, 0)
+    async with asyncio.timeout(5), _claim(store, key) as again:  # and it left no lock behind
+        assert again.notification.state is State.SUPPRESSED
+
+
 def _retries() -> float:
     return REGISTRY.get_sample_value("notifier_smtp_retries_total") or 0.0
 

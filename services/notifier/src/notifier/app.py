@@ -34,6 +34,13 @@ def _smtp_sender(settings: NotifierSettings) -> SmtpSender:
                       connections=settings.concurrency)
 
 
+def claim_lanes(concurrency: int) -> int:
+    """Connections that claim new emails and write outcomes in batches (notifier.lanes): one
+    per 16 emails in flight. One lane batches the most; more keep one slow statement from
+    holding up every email."""
+    return max(1, concurrency // 16)
+
+
 def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     """The notifier as an ASGI app; its lifespan migrates, then runs the reward consumer."""
     settings = settings or NotifierSettings()
@@ -48,8 +55,9 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
         await migrate(settings.database_url, schema=SCHEMA, package="notifier")
         await ensure_topics(settings.kafka_bootstrap_servers, topics.all())
         async with AsyncExitStack() as stack:  # unwinds whatever started, in reverse order
+            lanes = claim_lanes(settings.concurrency)
             pool = await asyncpg.create_pool(
-                settings.database_url, min_size=1, max_size=settings.concurrency + 2,
+                settings.database_url, min_size=1, max_size=settings.concurrency + 2 + lanes,
                 reset=keep_session,
                 server_settings={"search_path": f"{SCHEMA},public",
                                  "application_name": "notifier"})
@@ -60,7 +68,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
             sender = _smtp_sender(settings)
             stack.push_async_callback(sender.close)
             suppressions = SuppressionList(pool)
-            delivery = Delivery(store=NotificationStore(pool), sender=sender,
+            delivery = Delivery(store=NotificationStore(pool, lanes=lanes), sender=sender,
                                 announcer=OutcomeAnnouncer(producer, topics.notifications),
                                 settings=settings, tokens=tokens)
             consumer = SupervisedConsumer(lambda: KeyOrderedConsumer(

@@ -27,7 +27,8 @@ class NotifierSettings(PlatformSettings, DatabaseSettings):
         8, ge=1, le=64,
         description="Emails in flight at once: events are handled concurrently, "
                     "one referrer's (one record key's) in order; also the number of SMTP "
-                    "sessions kept open. The database pool gets this many connections + 2.")
+                    "sessions kept open. The database pool gets this many connections + 2, "
+                    "plus one per 16 for the connections that claim emails in batches.")
     from_email: str = "referrals@localhost"
     from_name: str = Field("Referrals", max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$",
                            description="Display name of the sender (no control characters).")

@@ -16,6 +16,8 @@ from enum import StrEnum
 import asyncpg
 from referral_events import derived_id
 
+from .lanes import ClaimLane, NewEmail
+
 # First half of the two-key advisory lock, so our locks never meet another component's.
 LOCK_CLASS = 0x4E4F54  # "NOT"
 _ERROR_MAX = 1000
@@ -82,15 +84,19 @@ class Claim:
 class NotificationStore:
     """Notification rows in PostgreSQL (schema ``notifier`` on the pool's search path)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, lanes: int = 1) -> None:
+        if lanes < 1:
+            raise ValueError("lanes must be at least 1")
         self._pool = pool
-        self._holding: dict[str, asyncpg.Connection] = {}  # notification id → lock's conn
+        self._lanes = [ClaimLane(pool, LOCK_CLASS) for _ in range(lanes)]
+        # notification id → the connection, or the lane, whose session holds its lock
+        self._holding: dict[str, asyncpg.Connection | ClaimLane] = {}
 
     @asynccontextmanager
     async def claim(self, key: NotificationKey, *, locale: str, message_id: str,
                     program_id: str, category: str) -> AsyncIterator[Claim]:
         """Record the email as owed (if new), hold its lock for the block, and yield its
-        state; one round trip (``claim_notification``, migration 0003).
+        state; one round trip (``claim_notification``, migrations 0003 and 0004).
 
         When the row is still queued and the recipient has not unsubscribed from
         ``category`` of ``program_id``, the attempt about to be made is already counted.
@@ -98,7 +104,31 @@ class NotificationStore:
         the second then sees the first one's outcome instead of sending again. The lock is a
         session advisory lock, so a worker that dies releases it with its connection. A row
         settled before (sent, failed, suppressed) comes back unlocked: nothing to guard.
+
+        A new email (the usual case) is claimed on a :class:`~notifier.lanes.ClaimLane`,
+        together with the others asked for meanwhile; one whose row exists already, alone.
         """
+        lane = min(self._lanes, key=lambda candidate: candidate.load)
+        row = await lane.claim(NewEmail(key.notification_id, key.source_event_id,
+                                        key.recipient, key.template, locale, message_id,
+                                        program_id, category))
+        if row is None:
+            async with self._claim_alone(key, locale=locale, message_id=message_id,
+                                         program_id=program_id, category=category) as claim:
+                yield claim
+            return
+        self._holding[key.notification_id] = lane
+        try:
+            yield Claim(Notification.from_row(row["notification"]), row["unsubscribed"])
+        finally:
+            if self._holding.get(key.notification_id) is lane:  # no outcome released it
+                del self._holding[key.notification_id]
+                await lane.release(key.notification_id)  # done even if we are cancelled
+
+    @asynccontextmanager
+    async def _claim_alone(self, key: NotificationKey, *, locale: str, message_id: str,
+                           program_id: str, category: str) -> AsyncIterator[Claim]:
+        """:meth:`claim` on a connection of its own, waiting for the lock if need be."""
         async with self._pool.acquire() as conn:
             claimed = False
             try:
@@ -151,25 +181,38 @@ class NotificationStore:
     async def mark_sent(self, notification_id: str) -> Notification:
         return await self._update(
             "UPDATE notifications SET state = 'sent', sent_at = now(), last_error = NULL"
-            " WHERE id = $1 RETURNING *", notification_id, release=True)
+            " WHERE id = $1 RETURNING *", notification_id, outcome=(State.SENT, None))
 
     async def mark_failed(self, notification_id: str, error: str) -> Notification:
         return await self._update(
             "UPDATE notifications SET state = 'failed', last_error = $2 WHERE id = $1"
-            " RETURNING *", notification_id, error[:_ERROR_MAX], release=True)
+            " RETURNING *", notification_id, error[:_ERROR_MAX],
+            outcome=(State.FAILED, error[:_ERROR_MAX]))
 
     async def mark_suppressed(self, notification_id: str) -> Notification:
         return await self._update(
             "UPDATE notifications SET state = 'suppressed' WHERE id = $1 RETURNING *",
-            notification_id, release=True)
+            notification_id, outcome=(State.SUPPRESSED, None))
 
     async def _update(self, sql: str, notification_id: str, *args: object,
-                      release: bool = False) -> Notification:
+                      outcome: tuple[State, str | None] | None = None) -> Notification:
         """Run ``sql`` (an UPDATE … RETURNING * of the row ``$1``) on the connection holding
-        the row's lock, if any. ``release``: and release that lock in the same statement
-        (the row lock the update takes keeps the next holder waiting until it commits)."""
+        the row's lock, if any. ``outcome`` (the same update, as state and error): and
+        release that lock in the same statement (the row lock the update takes keeps the
+        next holder waiting until it commits). On a lane, the outcome goes with the others
+        of its statement; an update that releases nothing needs no particular session."""
         held = self._holding.get(notification_id)
-        if held is not None and release:
+        release = outcome is not None
+        if isinstance(held, ClaimLane):
+            if outcome is not None:
+                state, error = outcome
+                row = await held.settle(notification_id, state.value, error)
+                if row is not None and self._holding.get(notification_id) is held:
+                    del self._holding[notification_id]  # released: claim() has nothing to do
+            else:
+                async with self._pool.acquire() as conn:
+                    row = await conn.fetchrow(sql, notification_id, *args)
+        elif held is not None and release:
             lock_class = f"${len(args) + 2}"
             row = await held.fetchrow(
                 f"WITH updated AS ({sql}) SELECT updated.*,"  # noqa: S608 - our own constants

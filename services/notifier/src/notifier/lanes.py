@@ -77,9 +77,8 @@ class ClaimLane:
 
     def __init__(self, pool: asyncpg.Pool, lock_class: int) -> None:
         self._pool, self._lock_class = pool, lock_class
-        self._claims: list[_Ask] = []
-        self._settles: list[_Ask] = []
-        self._unlocks: list[_Ask] = []
+        # what waits for the next statement of each kind, in the order they run
+        self._queues: dict[str, list[_Ask]] = {"claim": [], "settle": [], "release": []}
         self._held: set[str] = set()  # ids whose lock this lane's session holds
         self._conn: Any = None  # a pool connection while needed
         self._drainer: asyncio.Task[None] | None = None
@@ -87,7 +86,7 @@ class ClaimLane:
     @property
     def load(self) -> int:
         """Emails claimed here and not settled, plus requests waiting: for picking a lane."""
-        return len(self._held) + len(self._claims) + len(self._settles)
+        return len(self._held) + len(self._queues["claim"]) + len(self._queues["settle"])
 
     def holds(self, notification_id: str) -> bool:
         return notification_id in self._held
@@ -95,28 +94,28 @@ class ClaimLane:
     async def claim(self, email: NewEmail) -> Any:
         """The new row (as ``claim_new_notifications`` returns it), locked by this lane's
         session; None if the row existed or its lock was taken: claim it alone then."""
-        return await self._ask(self._claims, email)
+        return await self._ask("claim", email)
 
     async def settle(self, notification_id: str, state: str, error: str | None) -> Any:
         """Write the outcome of an email claimed here and release its lock; the row, or
         None if there is no such row."""
-        return await self._ask(self._settles, (notification_id, state, error))
+        return await self._ask("settle", (notification_id, state, error))
 
     async def release(self, notification_id: str) -> None:
         """Release the lock of an email claimed here, its row left as it is."""
-        await self._ask(self._unlocks, notification_id)
+        await self._ask("release", notification_id)
 
-    def _ask(self, queue: list[_Ask], subject: Any) -> asyncio.Future[Any]:
+    def _ask(self, kind: str, subject: Any) -> asyncio.Future[Any]:
         ask = _Ask(subject)
-        queue.append(ask)
+        self._queues[kind].append(ask)
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain(), name="notifier-claim-lane")
         # A caller cancelled while its request runs does not stop the request: it is done
-        # all the same, and a claim nobody waits for any more is released (_claimed).
+        # all the same, and a claim nobody waits for any more is released (_claim_all).
         return ask.future
 
     def _waiting(self) -> bool:
-        return bool(self._claims or self._settles or self._unlocks)
+        return any(self._queues.values())
 
     async def _drain(self) -> None:
         while self._waiting():
@@ -126,24 +125,21 @@ class ClaimLane:
                 await self._pool.release(conn)  # asks made meanwhile: the loop goes on
 
     async def _drain_once(self) -> None:
-        while self._waiting():
+        """One statement for each kind of ask waiting: claims, outcomes, releases."""
+        statements = {"claim": self._claim_all, "settle": self._settle_all,
+                      "release": self._release_all}
+        for kind, statement in statements.items():
+            asks, self._queues[kind] = self._queues[kind], []
+            if not asks:
+                continue
             if self._conn is None:
                 try:
                     self._conn = await self._pool.acquire()
-                except Exception as exc:  # pool closed, database away: everyone is told
-                    for ask in (*self._claims, *self._settles, *self._unlocks):
+                except Exception as exc:  # pool closed, database away: these are told
+                    for ask in asks:
                         _fail(ask, exc)
-                    self._claims, self._settles, self._unlocks = [], [], []
-                    return
-            claims, self._claims = self._claims, []
-            if claims:
-                await self._run(claims, self._claim_all)
-            settles, self._settles = self._settles, []
-            if settles:
-                await self._run(settles, self._settle_all)
-            unlocks, self._unlocks = self._unlocks, []
-            if unlocks:
-                await self._run(unlocks, self._unlock_all)
+                    continue
+            await self._run(asks, statement)
 
     async def _run(self, asks: list[_Ask], statement: Any) -> None:
         try:
@@ -178,7 +174,7 @@ class ClaimLane:
             if not ask.future.done():
                 ask.future.set_result(row)
             elif row is not None:  # its caller is gone: nobody will settle it
-                self._unlocks.append(_Ask(ask.subject.id))
+                self._queues["release"].append(_Ask(ask.subject.id))
 
     async def _settle_all(self, asks: list[_Ask]) -> None:
         ids, states, errors = zip(*(ask.subject for ask in asks), strict=True)
@@ -191,7 +187,7 @@ class ClaimLane:
             if not ask.future.done():
                 ask.future.set_result(settled.get(ask.subject[0]))
 
-    async def _unlock_all(self, asks: list[_Ask]) -> None:
+    async def _release_all(self, asks: list[_Ask]) -> None:
         await self._conn.execute(_UNLOCK, [ask.subject for ask in asks], self._lock_class)
         for ask in asks:
             self._held.discard(ask.subject)

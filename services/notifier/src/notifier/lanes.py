@@ -15,8 +15,10 @@ it alone on its own connection and waits for its lock: a lane never waits for a 
 one busy email cannot hold up the others.
 
 The lane keeps its connection while any email it claimed is unsettled and gives it back to
-the pool when it holds no lock. If the connection breaks, the locks go with its session (as
-with any claim); the outcomes of those emails are still written, by the next connection.
+the pool only when it holds no lock: advisory locks are re-entrant within a session, so a
+session holding one must never serve another claim of the same email. If the connection
+breaks, the locks go with its session (as with any claim); the outcomes of those emails are
+still written, by the next connection.
 """
 
 from __future__ import annotations

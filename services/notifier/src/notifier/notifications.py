@@ -96,7 +96,7 @@ class NotificationStore:
     async def claim(self, key: NotificationKey, *, locale: str, message_id: str,
                     program_id: str, category: str) -> AsyncIterator[Claim]:
         """Record the email as owed (if new), hold its lock for the block, and yield its
-        state; one round trip (``claim_notification``, migrations 0003 and 0004).
+        state, in one statement (migrations 0003 and 0004).
 
         When the row is still queued and the recipient has not unsubscribed from
         ``category`` of ``program_id``, the attempt about to be made is already counted.
@@ -106,7 +106,9 @@ class NotificationStore:
         settled before (sent, failed, suppressed) comes back unlocked: nothing to guard.
 
         A new email (the usual case) is claimed on a :class:`~notifier.lanes.ClaimLane`,
-        together with the others asked for meanwhile; one whose row exists already, alone.
+        in one ``claim_new_notifications`` call with the others asked for meanwhile; one
+        whose row exists already is claimed alone (``claim_notification``), on a connection
+        of its own.
         """
         lane = min(self._lanes, key=lambda candidate: candidate.load)
         row = await lane.claim(NewEmail(key.notification_id, key.source_event_id,

@@ -90,9 +90,6 @@ class ClaimLane:
         """Emails claimed here and not settled, plus requests waiting: for picking a lane."""
         return len(self._held) + len(self._queues["claim"]) + len(self._queues["settle"])
 
-    def holds(self, notification_id: str) -> bool:
-        return notification_id in self._held
-
     async def claim(self, email: NewEmail) -> Any:
         """The new row (as ``claim_new_notifications`` returns it), locked by this lane's
         session; None if the row existed or its lock was taken: claim it alone then."""

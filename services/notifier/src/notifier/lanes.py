@@ -39,17 +39,19 @@ EMAILS_PER_STATEMENT = Histogram(
 _CLAIM_NEW = ("SELECT notification, unsubscribed FROM claim_new_notifications("
               "$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
               " $7::text[], $8::text[], $9)")
-# The outcome of each email, and its lock released, in one statement (notifications.py says
-# why releasing before the commit is safe).
-_SETTLE = (
-    "WITH settled AS ("
-    " UPDATE notifications n SET state = u.state,"
-    "  sent_at = CASE WHEN u.state = 'sent' THEN now() ELSE n.sent_at END,"
-    "  last_error = CASE WHEN u.state = 'sent' THEN NULL"
-    "                    WHEN u.state = 'failed' THEN u.error ELSE n.last_error END"
+# The outcome of each email (ids, states, errors), written as the row's final state: the one
+# definition of what "sent", "failed" and "suppressed" write, for a lane and a lone claim.
+OUTCOMES = (
+    "UPDATE notifications n SET state = u.state,"
+    " sent_at = CASE WHEN u.state = 'sent' THEN now() ELSE n.sent_at END,"
+    " last_error = CASE WHEN u.state = 'sent' THEN NULL"
+    "                   WHEN u.state = 'failed' THEN u.error ELSE n.last_error END"
     " FROM unnest($1::text[], $2::text[], $3::text[]) AS u (id, state, error)"
-    " WHERE n.id = u.id RETURNING n.*)"
-    " SELECT settled.*, pg_advisory_unlock($4, hashtext(settled.id)) AS unlocked FROM settled")
+    " WHERE n.id = u.id RETURNING n.*")
+# ... and each one's lock released in the same statement (notifications.py says why releasing
+# before the commit is safe); $4 is the lock class.
+SETTLE = (f"WITH settled AS ({OUTCOMES}) SELECT settled.*,"  # noqa: S608 - our own constants
+          " pg_advisory_unlock($4, hashtext(settled.id)) AS unlocked FROM settled")
 _UNLOCK = "SELECT pg_advisory_unlock($2, hashtext(id)) FROM unnest($1::text[]) AS id"
 
 
@@ -177,7 +179,7 @@ class ClaimLane:
 
     async def _settle_all(self, asks: list[_Ask]) -> None:
         ids, states, errors = zip(*(ask.subject for ask in asks), strict=True)
-        rows = await self._conn.fetch(_SETTLE, list(ids), list(states), list(errors),
+        rows = await self._conn.fetch(SETTLE, list(ids), list(states), list(errors),
                                       self._lock_class)
         EMAILS_PER_STATEMENT.labels("outcome").observe(len(asks))
         settled = {row["id"]: row for row in rows}

@@ -16,7 +16,7 @@ from enum import StrEnum
 import asyncpg
 from referral_events import derived_id
 
-from .lanes import ClaimLane, NewEmail
+from .lanes import OUTCOMES, SETTLE, ClaimLane, NewEmail
 
 # First half of the two-key advisory lock, so our locks never meet another component's.
 LOCK_CLASS = 0x4E4F54  # "NOT"
@@ -181,48 +181,41 @@ class NotificationStore:
 
     # The outcomes: written with the lock released in the same statement (see claim()).
     async def mark_sent(self, notification_id: str) -> Notification:
-        return await self._update(
-            "UPDATE notifications SET state = 'sent', sent_at = now(), last_error = NULL"
-            " WHERE id = $1 RETURNING *", notification_id, outcome=(State.SENT, None))
+        return await self._settle(notification_id, State.SENT, None)
 
     async def mark_failed(self, notification_id: str, error: str) -> Notification:
-        return await self._update(
-            "UPDATE notifications SET state = 'failed', last_error = $2 WHERE id = $1"
-            " RETURNING *", notification_id, error[:_ERROR_MAX],
-            outcome=(State.FAILED, error[:_ERROR_MAX]))
+        return await self._settle(notification_id, State.FAILED, error[:_ERROR_MAX])
 
     async def mark_suppressed(self, notification_id: str) -> Notification:
-        return await self._update(
-            "UPDATE notifications SET state = 'suppressed' WHERE id = $1 RETURNING *",
-            notification_id, outcome=(State.SUPPRESSED, None))
+        return await self._settle(notification_id, State.SUPPRESSED, None)
 
-    async def _update(self, sql: str, notification_id: str, *args: object,
-                      outcome: tuple[State, str | None] | None = None) -> Notification:
-        """Run ``sql`` (an UPDATE … RETURNING * of the row ``$1``) on the connection holding
-        the row's lock, if any. ``outcome`` (the same update, as state and error): and
-        release that lock in the same statement (the row lock the update takes keeps the
-        next holder waiting until it commits). On a lane, the outcome goes with the others
-        of its statement; an update that releases nothing needs no particular session."""
+    async def _settle(self, notification_id: str, state: State,
+                      error: str | None) -> Notification:
+        """Write the outcome (:data:`~notifier.lanes.OUTCOMES`) and release the row's lock in
+        the same statement, on the session holding it: the row lock the update takes keeps
+        the next holder waiting until it commits. On a lane, the outcome goes with the others
+        of its statement."""
         held = self._holding.get(notification_id)
-        release = outcome is not None
         if isinstance(held, ClaimLane):
-            if outcome is not None:
-                state, error = outcome
-                row = await held.settle(notification_id, state.value, error)
-                if row is not None and self._holding.get(notification_id) is held:
-                    del self._holding[notification_id]  # released: claim() has nothing to do
-            else:
-                async with self._pool.acquire() as conn:
-                    row = await conn.fetchrow(sql, notification_id, *args)
-        elif held is not None and release:
-            lock_class = f"${len(args) + 2}"
-            row = await held.fetchrow(
-                f"WITH updated AS ({sql}) SELECT updated.*,"  # noqa: S608 - our own constants
-                f" pg_advisory_unlock({lock_class}, hashtext($1)) AS unlocked FROM updated",
-                notification_id, *args, LOCK_CLASS)
-            if row is not None and self._holding.get(notification_id) is held:
-                del self._holding[notification_id]  # released: claim() has nothing to do
+            row = await held.settle(notification_id, state.value, error)
         elif held is not None:
+            row = await held.fetchrow(SETTLE, [notification_id], [state.value], [error],
+                                      LOCK_CLASS)
+        else:
+            async with self._pool.acquire() as conn:
+                row = await conn.fetchrow(OUTCOMES, [notification_id], [state.value], [error])
+        if row is not None and held is not None and self._holding.get(notification_id) is held:
+            del self._holding[notification_id]  # released: claim() has nothing to do
+        if row is None:
+            raise LookupError(f"notification {notification_id} was never queued")
+        return Notification.from_row(row)
+
+    async def _update(self, sql: str, notification_id: str, *args: object) -> Notification:
+        """Run ``sql`` (an UPDATE … RETURNING * of the row ``$1``) on the connection holding
+        the row's lock, if it is one of its own, else on any: an update that releases
+        nothing needs no particular session."""
+        held = self._holding.get(notification_id)
+        if held is not None and not isinstance(held, ClaimLane):
             row = await held.fetchrow(sql, notification_id, *args)
         else:
             async with self._pool.acquire() as conn:

@@ -73,7 +73,6 @@ class KeyOrderedConsumer(EventConsumer):
         # not done yet (or stopped or cancelled: the commit never passes them).
         self._queues: dict[TopicPartition, deque[int]] = {}
         self._open: dict[TopicPartition, dict[int, asyncio.Task[None]]] = {}
-        self._held = 0
         self._tails: dict[_Key, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # not done
         self._revoked: set[TopicPartition] = set()  # until the next assignment
@@ -91,7 +90,7 @@ class KeyOrderedConsumer(EventConsumer):
     @property
     def held(self) -> int:
         """Records read and not yet committed."""
-        return self._held
+        return sum(map(len, self._queues.values()))
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -103,10 +102,10 @@ class KeyOrderedConsumer(EventConsumer):
                 self._progress.clear()
                 now = time.monotonic()
                 if (now - self._committed_at >= self.COMMIT_INTERVAL_S
-                        or self._held >= self._max_held):
+                        or self.held >= self._max_held):
                     self._committed_at = now
                     await self._commit_done(list(self._queues))
-                if self._held >= self._max_held or len(self._tasks) >= self._max_open:
+                if self.held >= self._max_held or len(self._tasks) >= self._max_open:
                     await self._wait_for_room()
                 else:
                     if consumer.paused():
@@ -118,7 +117,7 @@ class KeyOrderedConsumer(EventConsumer):
             # Stopping: let what runs finish, within stop()'s own wait. Dying: cancel now.
             timeout = max(0.0, self._stop_timeout - 1) if self._stopping.is_set() else 0.0
             await self._drain(list(self._queues), timeout)
-            self._held_gauge.set(self._held)
+            self._held_gauge.set(self.held)
 
     async def _wait_for_room(self) -> None:
         """Wait for a record to get done; if none does for a while, poll the partitions
@@ -142,7 +141,7 @@ class KeyOrderedConsumer(EventConsumer):
             if tp not in self._revoked:
                 for record in records:
                     self._schedule(tp, record)
-        self._held_gauge.set(self._held)
+        self._held_gauge.set(self.held)
 
     def _schedule(self, tp: TopicPartition, record: Record) -> None:
         key = (tp, record.key)
@@ -151,7 +150,6 @@ class KeyOrderedConsumer(EventConsumer):
         self._tasks.add(task)
         self._queues.setdefault(tp, deque()).append(record.offset)
         self._open.setdefault(tp, {})[record.offset] = task
-        self._held += 1
         task.add_done_callback(partial(self._record_done, key, record.offset))
 
     def _record_done(self, key: _Key, offset: int, task: asyncio.Task[None]) -> None:
@@ -201,7 +199,6 @@ class KeyOrderedConsumer(EventConsumer):
             done = None
             while queue and queue[0] not in open_:
                 done = queue.popleft() + 1
-                self._held -= 1
             if done is not None:
                 offsets[tp] = done
         return offsets
@@ -225,7 +222,7 @@ class KeyOrderedConsumer(EventConsumer):
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._commit_done(partitions)
             for tp in partitions:
-                self._held -= len(self._queues.pop(tp, ()))
+                self._queues.pop(tp, None)
                 self._open.pop(tp, None)
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:

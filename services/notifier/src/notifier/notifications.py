@@ -148,7 +148,7 @@ class NotificationStore:
                     self._holding[key.notification_id] = conn
                 yield Claim(Notification.from_row(row["notification"]), row["unsubscribed"])
             finally:
-                # Held unless an outcome's write released it (release=True) or it was settled.
+                # Held unless an outcome's write released it (_settle) or it was settled.
                 # (Compared with our connection: the entry of a concurrent claim of the same
                 # email in this process is never ours to drop.)
                 held = self._holding.get(key.notification_id) is conn

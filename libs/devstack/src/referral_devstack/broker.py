@@ -4,10 +4,15 @@ Memory storage only: everything is gone when it stops. It lacks InitProducerId, 
 must run without idempotence (``KAFKA_ENABLE_IDEMPOTENCE=false``), and it holds a consumer's
 fetch for the whole ``fetch.max.wait.ms`` even when records arrive, so consumers wait 50 ms
 rather than Kafka's 500 (``KAFKA_FETCH_MAX_WAIT_MS``). It listens on IPv4 only.
+
+It runs on one tokio worker thread (:data:`BROKER_ENV`) unless ``TOKIO_WORKER_THREADS`` is
+set: with a thread per core, most requests woke a second thread to answer them, and the
+hand-offs cost ~18 % of the broker's CPU (docs/performance.md, "2026-12-05 noon").
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -19,6 +24,16 @@ from .net import PortTaken, free_port, wait_for_own_port
 
 CLIENT_ENV = {"KAFKA_ENABLE_IDEMPOTENCE": "false", "KAFKA_FETCH_MAX_WAIT_MS": "50"}
 """The platform settings a service needs against the embedded broker (see the module doc)."""
+
+
+BROKER_ENV = {"TOKIO_WORKER_THREADS": "1"}
+"""The broker process's own environment, over the caller's (which wins if it sets them)."""
+
+
+def broker_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """``base`` (the current environment by default) with :data:`BROKER_ENV` filled in."""
+    env = dict(os.environ if base is None else base)
+    return {**BROKER_ENV, **env}
 
 
 def broker_command(host: str, port: int) -> list[str]:
@@ -63,8 +78,8 @@ class EmbeddedBroker:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = out = open(self.log_path, "ab")
         self._proc = subprocess.Popen(  # noqa: S603
-            broker_command(self.host, self.port), stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            broker_command(self.host, self.port), env=broker_env(), stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
         )
         proc = self._proc
         try:

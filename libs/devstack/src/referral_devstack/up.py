@@ -23,7 +23,7 @@ from dotenv import dotenv_values
 from referral_events import TopicRegistry
 from referral_kit.kafka import ensure_topics
 
-from .broker import CLIENT_ENV, broker_command
+from .broker import CLIENT_ENV, broker_command, broker_env
 from .demo import link_is_live, seed_demo
 from .net import port_open
 from .postgres import EmbeddedPostgres, with_database
@@ -114,7 +114,8 @@ async def run(root: Path) -> int:
             env["DATABASE_URL"] = await _ensure_database(pg.uri, "referrals")
             sup.base_env = env
         if embedded_kafka:
-            await sup.start("broker", broker_command(broker_host, broker_port))
+            await sup.start("broker", broker_command(broker_host, broker_port),
+                            env=broker_env(sup.base_env))
             await _wait_port(sup, broker_host, broker_port, "broker")
         mail_dir = data / "mail"
         await sup.start("mail", [str(BIN / "referral-dev"), "mailcatcher",

@@ -19,8 +19,8 @@ self-referrals (the customer is the referrer: must earn nothing).
 Matching: every conversion of the timed run names its own referrer (a referrer is used once
 in the whole run), so the referrer's address identifies the conversion, and the email that
 is measured is the first one the conversion causes, the reward *pending* email
-(``referrer.pending``). With hold ``PT0S`` the hold scheduler approves the reward within its
-poll period (``REWARDS_SCHEDULER_INTERVAL_SECONDS``, 1 s) and a second email
+(``referrer.pending``). With hold ``PT0S`` the hold scheduler approves the reward as soon as
+the decision has committed (the worker tells it when the hold ends) and a second email
 (``referrer.approved``) follows; its latency is reported separately (``e2e.approved_*``).
 
 Checked against the generator's oracle once the pipeline has drained (polled, with a

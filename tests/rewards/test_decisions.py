@@ -35,6 +35,8 @@ from rewards.schemas import ProgramCreate, ReferrerCreate
 from rewards.worker.decisions import DecisionHandler
 from rewards.worker.holds import HoldScheduler
 
+from tests.support import eventually
+
 SALT = "test-salt"
 QUIET = {"velocity_per_hour": {"enabled": False}, "conversion_rate": {"enabled": False}}
 REGISTRY = TopicRegistry("t-decisions.")
@@ -449,3 +451,44 @@ async def test_the_hold_scheduler_approves_a_batch_as_one_approval_at_a_time_wou
             "SELECT value FROM outbox ORDER BY id")]
     assert [e.id for e in envelopes if isinstance(e.data, RewardApproved)] == [
         derived_id("reward", e.reward_id, "approved") for e in approved]
+
+
+async def test_the_handler_tells_when_the_pending_rewards_it_committed_come_due(pool) -> None:
+    """Only pending rewards are for the scheduler: not one refused by a cap, and nothing
+    again for a replayed event."""
+    told: list[list[datetime]] = []
+    handler = DecisionHandler(pool, REGISTRY, on_pending=told.append)
+    program = await _programme(pool, hold_period="PT2S", caps={"per_referrer_lifetime": 1000},
+                               friend_reward={"kind": "discount", "amount": 500})
+    referrer = await _referrer(pool, program)
+    first, second = _event(program, referrer), _event(program, referrer)
+    await handler(first, None)
+    assert told == [[first.data.decided_at + timedelta(seconds=2)] * 2]  # referrer, friend
+    await handler(first, None)
+    await handler(second, None)  # the cap is reached: the referrer's reward is refused
+    assert told[1:] == [[second.data.decided_at + timedelta(seconds=2)]]  # the friend's
+    statuses = sorted((r["beneficiary"], r["status"]) for r in await _rewards(pool, program))
+    assert statuses == [("friend", "pending"), ("friend", "pending"),
+                        ("referrer", "pending"), ("referrer", "rejected")]
+
+
+async def test_a_reward_told_of_is_approved_as_its_hold_ends_not_at_the_next_round(
+        pool) -> None:
+    """With rounds a minute apart, a one-second hold still ends in about a second: the
+    scheduler wakes for the hold end it was told of (and never before it)."""
+    scheduler = HoldScheduler(pool, REGISTRY, interval=60)
+    await scheduler.start()
+    try:
+        handler = DecisionHandler(pool, REGISTRY, on_pending=scheduler.due)
+        program = await _programme(pool, hold_period="PT1S")
+        event = _event(program, await _referrer(pool, program))
+        await handler(event, None)
+        [pending] = await _rewards(pool, program)
+        assert pending["status"] == "pending"
+        [approved] = await eventually(
+            lambda: _rewards(pool, program, status="approved"), timeout=15,
+            message="the reward was not approved when its hold ended")
+    finally:
+        await scheduler.stop()
+    assert approved["updated_at"] >= pending["available_at"] == \
+        event.data.decided_at + timedelta(seconds=1)

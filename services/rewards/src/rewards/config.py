@@ -19,7 +19,9 @@ class RewardsSettings(PlatformSettings, DatabaseSettings):
     tracker_public_url: str = Field("http://127.0.0.1:8001",
                                     description="Base of referral links: {url}/r/{code}.")
     relay_interval_seconds: float = Field(0.5, gt=0, description="Outbox poll when not notified.")
-    scheduler_interval_seconds: float = Field(1.0, gt=0, description="Hold-period check period.")
+    scheduler_interval_seconds: float = Field(
+        1.0, gt=0, description="How often due rewards are looked for; a hold end the worker "
+        "decided itself, within 5 minutes, is also approved as it passes.")
     outbox_retention_hours: float = Field(168, gt=0,
                                           description="Published outbox rows kept this long.")
     dashboard_session_hours: float = Field(

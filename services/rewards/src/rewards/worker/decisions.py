@@ -110,6 +110,7 @@ class _Batch:
     programs: dict[str, Any] = field(default_factory=dict)
     referrers: dict[str, Any] = field(default_factory=dict)
     live: list[int] = field(default_factory=list)  # first occurrences, not refused up front
+    hold_ends: list[datetime] = field(default_factory=list)  # of the pending rewards inserted
 
 
 # The parameters of _INSERT_REWARDS, in order: keys of the reward dicts _decide_one makes.
@@ -150,9 +151,13 @@ class DecisionHandler:
     """``handle_batch`` is the consumer's batch handler; calling the handler with one event
     decides a batch of one (as tests and single-event callers do)."""
 
-    def __init__(self, pool: asyncpg.Pool, topics: TopicRegistry, *, attempts: int = 5) -> None:
+    def __init__(self, pool: asyncpg.Pool, topics: TopicRegistry, *, attempts: int = 5,
+                 on_pending: Callable[[list[datetime]], None] | None = None) -> None:
+        """``on_pending`` is told the hold ends of the pending rewards of each committed
+        batch (the hold scheduler's :meth:`~rewards.worker.holds.HoldScheduler.due`)."""
         self._pool, self._topics = pool, topics
         self._attempts = attempts
+        self._on_pending = on_pending
         # Parsed rules per (programme, version): a changed programme has a new version.
         self._policies: OrderedDict[tuple[str, int], tuple[ProgramRules, FraudSettings]] = (
             OrderedDict())
@@ -181,13 +186,19 @@ class DecisionHandler:
                 attempt += 1
 
     async def _decide_batch(self, envelopes: list[Envelope[Any]]) -> list[BaseException | None]:
+        batch = await self._commit_batch(envelopes)
+        if batch.hold_ends and self._on_pending is not None:
+            self._on_pending(batch.hold_ends)
+        return batch.outcomes
+
+    async def _commit_batch(self, envelopes: list[Envelope[Any]]) -> _Batch:
         async with self._pool.acquire() as conn:
             try:
                 async with conn.transaction():
                     batch = await self._prepare(conn, envelopes)
                     await self._decide(conn, batch, batch.live, exact=True)
                 BATCHES.labels("batch").inc()
-                return batch.outcomes
+                return batch
             except (_Refused, _Inexact, *_REFUSED) as exc:
                 if not (_refusal(exc) or isinstance(exc, _Inexact)):
                     raise
@@ -205,7 +216,7 @@ class DecisionHandler:
                         cause = exc.cause if isinstance(exc, _Refused) else exc
                         batch.outcomes[i] = PoisonEvent(f"the event cannot be decided: {cause}")
             BATCHES.labels("savepoints").inc()
-            return batch.outcomes
+            return batch
 
     # -- step 1: read programmes, lock referrers and budgets ---------------------------------
 
@@ -413,6 +424,10 @@ class DecisionHandler:
             inserted = {row["id"] for row in result}
             events = [e for e, r in zip(events, rewards, strict=True) if r["id"] in inserted]
         await enqueue_many(conn, self._topics.rewards, events)
+        # (an event's savepoint rolled back after this leaves a hold end told of for nothing:
+        # the scheduler then looks once and finds no reward due)
+        batch.hold_ends.extend(reward["available_at"] for reward in rewards
+                               if reward["status"] == "pending" and reward["id"] in inserted)
         for reward in rewards:
             if reward["id"] in inserted and (
                     (reward["program_id"], reward["conversion_id"]) in reversed_first):

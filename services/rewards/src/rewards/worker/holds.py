@@ -1,19 +1,33 @@
 """Approves rewards whose hold period is over. Safe with many workers: each due reward is
-claimed with FOR UPDATE SKIP LOCKED, so two workers never approve the same one."""
+claimed with FOR UPDATE SKIP LOCKED, so two workers never approve the same one.
+
+The scheduler looks for due rewards every ``interval`` seconds, and also when a reward it
+was told about (:meth:`HoldScheduler.due`) comes due: the decision handler tells it the
+hold end of each pending reward it created that ends within :data:`HORIZON`. A reward with a
+short hold (``PT0S``, ``PT2S``) is so approved as its hold ends, in the small batches the
+decisions come in, instead of at the next round in up to ``interval`` seconds, all of one
+second's approvals (and their emails) at once.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 
 import asyncpg
 import structlog
 from prometheus_client import Counter
-from referral_events import TopicRegistry
+from referral_events import TopicRegistry, utcnow
 
 from ..lifecycle import approve
 
 log = structlog.get_logger(__name__)
 APPROVED = Counter("rewards_auto_approved_total", "Rewards approved when their hold ended")
+#: hold ends further ahead are left to the periodic round (they are found within ``interval``)
+HORIZON = timedelta(minutes=5)
 
 
 class HoldScheduler:
@@ -22,6 +36,16 @@ class HoldScheduler:
         self._pool, self._topics = pool, topics
         self._interval, self._batch = interval, batch
         self._task: asyncio.Task[None] | None = None
+        self._ends: list[datetime] = []  # hold ends told of and not yet passed (a heap)
+        self._told = asyncio.Event()
+
+    def due(self, ends: Iterable[datetime]) -> None:
+        """Hold ends of pending rewards just committed: a round runs as each one passes."""
+        horizon = utcnow() + HORIZON
+        for end in ends:
+            if end <= horizon:
+                heapq.heappush(self._ends, end)
+        self._told.set()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="hold-scheduler")
@@ -33,15 +57,30 @@ class HoldScheduler:
 
     async def _run(self) -> None:
         while True:
+            # Told of a reward during the round: it may have committed after the round's
+            # snapshot, so another round follows at once.
+            self._told.clear()
+            now = utcnow()
+            while self._ends and self._ends[0] <= now:
+                heapq.heappop(self._ends)
             try:
                 approved = await self.approve_due()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # database away: try again next round
                 log.warning("hold scheduler round failed", error=repr(exc))
-                approved = 0
-            if approved < self._batch:
                 await asyncio.sleep(self._interval)
+                continue
+            if approved < self._batch:
+                await self._until_next_end()
+
+    async def _until_next_end(self) -> None:
+        """Sleep for ``interval``, or until the next hold end told of, or until told of one."""
+        wait = self._interval
+        if self._ends:
+            wait = min(wait, max(0.0, (self._ends[0] - utcnow()).total_seconds()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._told.wait(), wait)
 
     async def approve_due(self) -> int:
         """Approve one batch of due pending rewards; returns how many."""

@@ -48,7 +48,8 @@ async def run_worker(settings: RewardsSettings, stop: asyncio.Event | None = Non
         # One poll's events are decided in one transaction (rewards/worker/decisions.py).
         consumer = EventConsumer(settings=settings, topics=[topics.attributions],
                                  group_id=group_id, name=CONSUMER,
-                                 batch_handler=DecisionHandler(pool, topics).handle_batch,
+                                 batch_handler=DecisionHandler(
+                                     pool, topics, on_pending=scheduler.due).handle_batch,
                                  max_poll_records=settings.decision_batch_size,
                                  producer=producer)
         # Reversals and stats have consumer groups of their own: a slow stats store never

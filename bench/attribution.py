@@ -791,9 +791,11 @@ def floor_worker() -> None:
     settings and one agent (concurrency 1) forwarding every event of clicks and conversions
     to ``<prefix>bench.forwarded``; ``/readyz`` answers 200 once a rebalance completed."""
     from attribution.config import AttributionSettings
+    from attribution.main import use_event_loop
     from attribution.transport import App
 
     settings = AttributionSettings()
+    use_event_loop()  # the worker's loop: the floor is measured on the same one
     prefix = os.environ["BENCH_FLOOR_PREFIX"]
     topics = TopicRegistry(prefix)
     port = int(os.environ["BENCH_FLOOR_PORT"])

@@ -492,3 +492,11 @@ async def test_a_reward_told_of_is_approved_as_its_hold_ends_not_at_the_next_rou
         await scheduler.stop()
     assert approved["updated_at"] >= pending["available_at"] == \
         event.data.decided_at + timedelta(seconds=1)
+
+
+def test_only_hold_ends_within_the_horizon_are_waited_for() -> None:
+    """A 14-day hold is left to the periodic round: telling of it wakes nothing."""
+    scheduler = HoldScheduler(None, REGISTRY, interval=60)  # type: ignore[arg-type]
+    now = utcnow()
+    assert scheduler.due([now + timedelta(days=14)]) is False
+    assert scheduler.due([now + timedelta(days=14), now + timedelta(seconds=2)]) is True

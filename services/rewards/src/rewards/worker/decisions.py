@@ -152,7 +152,7 @@ class DecisionHandler:
     decides a batch of one (as tests and single-event callers do)."""
 
     def __init__(self, pool: asyncpg.Pool, topics: TopicRegistry, *, attempts: int = 5,
-                 on_pending: Callable[[list[datetime]], None] | None = None) -> None:
+                 on_pending: Callable[[list[datetime]], object] | None = None) -> None:
         """``on_pending`` is told the hold ends of the pending rewards of each committed
         batch (the hold scheduler's :meth:`~rewards.worker.holds.HoldScheduler.due`)."""
         self._pool, self._topics = pool, topics

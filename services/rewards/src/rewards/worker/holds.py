@@ -12,7 +12,6 @@ second's approvals (and their emails) at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -39,13 +38,17 @@ class HoldScheduler:
         self._ends: list[datetime] = []  # hold ends told of and not yet passed (a heap)
         self._told = asyncio.Event()
 
-    def due(self, ends: Iterable[datetime]) -> None:
-        """Hold ends of pending rewards just committed: a round runs as each one passes."""
+    def due(self, ends: Iterable[datetime]) -> bool:
+        """Hold ends of pending rewards just committed: a round runs as each one passes.
+        Returns whether any was taken (ends beyond :data:`HORIZON` are left to the rounds
+        every ``interval``, and wake nothing)."""
         horizon = utcnow() + HORIZON
-        for end in ends:
-            if end <= horizon:
-                heapq.heappush(self._ends, end)
-        self._told.set()
+        taken = [end for end in ends if end <= horizon]
+        for end in taken:
+            heapq.heappush(self._ends, end)
+        if taken:
+            self._told.set()
+        return bool(taken)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="hold-scheduler")
@@ -57,9 +60,8 @@ class HoldScheduler:
 
     async def _run(self) -> None:
         while True:
-            # Told of a reward during the round: it may have committed after the round's
-            # snapshot, so another round follows at once.
-            self._told.clear()
+            # Hold ends passed by now are this round's. One told of during the round stays
+            # for the next round: its reward may have committed after this round's snapshot.
             now = utcnow()
             while self._ends and self._ends[0] <= now:
                 heapq.heappop(self._ends)
@@ -72,15 +74,24 @@ class HoldScheduler:
                 await asyncio.sleep(self._interval)
                 continue
             if approved < self._batch:
-                await self._until_next_end()
+                await self._until_due()
 
-    async def _until_next_end(self) -> None:
-        """Sleep for ``interval``, or until the next hold end told of, or until told of one."""
-        wait = self._interval
-        if self._ends:
-            wait = min(wait, max(0.0, (self._ends[0] - utcnow()).total_seconds()))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._told.wait(), wait)
+    async def _until_due(self) -> None:
+        """Return once ``interval`` is up or a hold end told of has passed (being told of
+        one only recomputes the wait: a hold end still ahead runs no round)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._interval
+        while True:
+            wait = deadline - loop.time()
+            if self._ends:
+                wait = min(wait, (self._ends[0] - utcnow()).total_seconds())
+            if wait <= 0:
+                return
+            self._told.clear()
+            try:
+                await asyncio.wait_for(self._told.wait(), wait)
+            except TimeoutError:
+                return
 
     async def approve_due(self) -> int:
         """Approve one batch of due pending rewards; returns how many."""

@@ -274,16 +274,24 @@ async def create_referrers(admin: httpx.AsyncClient, program_id: str) -> list[di
         async def worker() -> None:
             for n in queue:
                 for attempt in range(5):
-                    r = await admin.post(f"/v1/programs/{program_id}/referrers", json={
-                        "external_id": f"ref-{n}", "email": f"referrer{n}@bench.example",
-                        "name": f"Referrer {n}", "locale": "en"})
+                    # Enrolment is idempotent by external_id, so a connection broken mid-request
+                    # is retried (one run, 2026-12-05 13:19, died of an httpx ReadError here).
+                    try:
+                        r = await admin.post(f"/v1/programs/{program_id}/referrers", json={
+                            "external_id": f"ref-{n}", "email": f"referrer{n}@bench.example",
+                            "name": f"Referrer {n}", "locale": "en"})
+                    except httpx.TransportError as exc:
+                        error = repr(exc)
+                        await asyncio.sleep(0.2 * (attempt + 1))
+                        continue
+                    error = f"{r.status_code} {r.text[:300]}"
                     if r.status_code in (200, 201):
                         referrers[n] = {**r.json(), "email": f"referrer{n}@bench.example",
                                         "external_id": f"ref-{n}"}
                         break
                     await asyncio.sleep(0.2 * (attempt + 1))
                 else:
-                    raise RuntimeError(f"referrer {n}: {r.status_code} {r.text[:300]}")
+                    raise RuntimeError(f"referrer {n}: {error}")
                 bar.advance(task)
 
         await asyncio.gather(*(worker() for _ in range(32)))

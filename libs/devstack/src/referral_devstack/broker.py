@@ -6,8 +6,8 @@ fetch for the whole ``fetch.max.wait.ms`` even when records arrive, so consumers
 rather than Kafka's 500 (``KAFKA_FETCH_MAX_WAIT_MS``). It listens on IPv4 only.
 
 It runs on one tokio worker thread (:data:`BROKER_ENV`) unless ``TOKIO_WORKER_THREADS`` is
-set: with a thread per core, most requests woke a second thread to answer them, and the
-hand-offs cost ~18 % of the broker's CPU (docs/performance.md, "2026-12-05 noon").
+set: with a thread per core, the hand-offs between its threads cost 18 % of its CPU in a
+test of the broker alone, 7 % in the whole pipeline (docs/performance.md, "2026-12-05 noon").
 """
 
 from __future__ import annotations

@@ -282,13 +282,12 @@ async def create_referrers(admin: httpx.AsyncClient, program_id: str) -> list[di
                             "name": f"Referrer {n}", "locale": "en"})
                     except httpx.TransportError as exc:
                         error = repr(exc)
-                        await asyncio.sleep(0.2 * (attempt + 1))
-                        continue
-                    error = f"{r.status_code} {r.text[:300]}"
-                    if r.status_code in (200, 201):
-                        referrers[n] = {**r.json(), "email": f"referrer{n}@bench.example",
-                                        "external_id": f"ref-{n}"}
-                        break
+                    else:
+                        if r.status_code in (200, 201):
+                            referrers[n] = {**r.json(), "email": f"referrer{n}@bench.example",
+                                            "external_id": f"ref-{n}"}
+                            break
+                        error = f"{r.status_code} {r.text[:300]}"
                     await asyncio.sleep(0.2 * (attempt + 1))
                 else:
                     raise RuntimeError(f"referrer {n}: {error}")

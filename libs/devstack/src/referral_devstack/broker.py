@@ -32,8 +32,7 @@ BROKER_ENV = {"TOKIO_WORKER_THREADS": "1"}
 
 def broker_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """``base`` (the current environment by default) with :data:`BROKER_ENV` filled in."""
-    env = dict(os.environ if base is None else base)
-    return {**BROKER_ENV, **env}
+    return {**BROKER_ENV, **(os.environ if base is None else base)}
 
 
 def broker_command(host: str, port: int) -> list[str]:
